@@ -1,0 +1,61 @@
+import postgres from 'postgres'
+
+export type Sql = postgres.Sql
+/** A pool or an open transaction: what a statement can run on. */
+export type Queryable = postgres.Sql | postgres.TransactionSql
+
+/** NOTIFY channels. Payloads carry ids only: NOTIFY is a wake-up hint, never the data. */
+export const Channel = {
+  /** A task became claimable; payload: its queue. Workers listen. */
+  taskReady: 'taskcast_task_ready',
+  /** An event row was written; payload: {"task","tenant","seq","id"}. API processes listen. */
+  taskEvent: 'taskcast_task_event',
+  /** Cancellation was requested for a running task; payload: the task id. Workers listen. */
+  taskCancel: 'taskcast_task_cancel',
+} as const
+
+export interface SqlOptions {
+  /** Pool size. */
+  max?: number
+  /** Shown in pg_stat_activity, so an operator can tell the processes apart. */
+  applicationName: string
+  /** The server cancels a statement running longer than this. */
+  statementTimeoutMs?: number
+}
+
+/**
+ * A postgres.js pool whose rows come back with camelCase keys (columns are snake_case).
+ * Connecting gives up after 3 s, reconnecting waits at most 1 s, and statements end after
+ * `statementTimeoutMs`, so a database that is down or stuck makes callers fail fast, not hang.
+ */
+export function createSql(url: string, { max = 10, applicationName, statementTimeoutMs = 30_000 }: SqlOptions): Sql {
+  return postgres(url, {
+    max,
+    connect_timeout: 3,
+    // postgres.js waits 3^n/100 s between reconnects (up to 20 s, one counter for the whole pool),
+    // and queries wait with it: capped at 1 s, a query during an outage fails within seconds.
+    backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1) * (0.5 + Math.random() / 2),
+    idle_timeout: 60,
+    onnotice: () => {},
+    transform: { column: { from: postgres.toCamel } },
+    connection: { application_name: applicationName, statement_timeout: statementTimeoutMs },
+  })
+}
+
+/**
+ * Whether an error means the database could not be reached or went away (refused, reset, timed
+ * out, shutting down, out of connections), as opposed to a statement that failed. Such errors are
+ * worth retrying; the API answers them with 503.
+ */
+export function isConnectionError(error: unknown): boolean {
+  const code = String((error as { code?: unknown })?.code ?? '')
+  return code.startsWith('08') // connection exceptions
+    || ['57P01', '57P02', '57P03', '53300'].includes(code) // shutting down, starting up, too many connections
+    || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'CONNECT_TIMEOUT',
+      'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED'].includes(code)
+}
+
+/** Whether PostgreSQL refused a value itself (class 22, data exception: NUL in text, bad Unicode…). */
+export function isDataError(error: unknown): boolean {
+  return String((error as { code?: unknown })?.code ?? '').startsWith('22')
+}

@@ -1,0 +1,181 @@
+import type postgres from 'postgres'
+import type { Queryable, Sql } from './client.ts'
+import type { Progress, TaskError } from './contracts.ts'
+import { withEvent } from './task-events.ts'
+import type { TaskRow } from './tasks.ts'
+
+/**
+ * What a worker does to the tasks it holds: claim them under a lease, renew the lease, and store
+ * each attempt's progress and outcome, every write fenced by the lease. And the rescue of tasks
+ * whose worker stopped renewing.
+ */
+
+/** Identifies one attempt of a claimed task; every write a worker makes is fenced by it. */
+export interface Lease {
+  id: string
+  attempt: number
+  workerId: string
+}
+
+/**
+ * The rows a claim takes, from the partial index tasks_claim_idx (tests check the plan). For one
+ * queue the index yields rows already in claim order and the scan stops at the limit; for several,
+ * PostgreSQL must sort their runnable rows first, so a worker per queue claims fastest.
+ */
+export function taskClaimCandidates(sql: Queryable, queues: readonly string[], limit: number) {
+  const inQueues = queues.length === 1 ? sql`queue = ${queues[0]!}` : sql`queue = any(${queues as string[]}::text[])`
+  return sql`
+    select id from taskcast.tasks
+    where status = 'queued' and ${inQueues} and run_at <= now()
+    order by priority desc, run_at, id
+    limit ${limit}
+    for update skip locked`
+}
+
+export interface ClaimRequest {
+  workerId: string
+  queues: readonly string[]
+  limit: number
+  leaseSeconds: number
+}
+
+/**
+ * Claims up to `limit` runnable tasks, highest priority then oldest run_at first, in one statement:
+ * SKIP LOCKED lets concurrent workers each take different rows without waiting on one another.
+ * Each claimed task starts its next attempt under a lease and gets its `running` event.
+ */
+export async function taskClaim(sql: Sql, { workerId, queues, limit, leaseSeconds }: ClaimRequest): Promise<TaskRow[]> {
+  return withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks t
+    set status = 'running', attempt = t.attempt + 1, locked_by = ${workerId},
+        lease_until = now() + make_interval(secs => ${leaseSeconds}), started_at = now(),
+        progress = null, last_seq = t.last_seq + 1
+    from (${taskClaimCandidates(sql, queues, limit)}) next
+    where t.id = next.id
+    returning t.*`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`)
+}
+
+const fenced = (sql: Sql, lease: Lease) =>
+  sql`id = ${lease.id} and status = 'running' and attempt = ${lease.attempt} and locked_by = ${lease.workerId}`
+
+/** Stores the latest progress of a running attempt and appends its event; false when fenced out. */
+export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): Promise<boolean> {
+  const rows = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks set progress = ${sql.json(progress as postgres.JSONValue)}, last_seq = last_seq + 1
+    where ${fenced(sql, lease)}
+    returning *`,
+    'progress', sql`progress`)
+  return rows.length > 0
+}
+
+export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Promise<TaskRow | undefined> {
+  const [task] = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'succeeded', result = ${result === undefined ? null : sql.json(result as postgres.JSONValue)},
+        finished_at = now(), locked_by = null, lease_until = null, last_seq = last_seq + 1
+    where ${fenced(sql, lease)}
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`)
+  return task
+}
+
+/** Ends the task as failed: out of attempts, or a permanent error. */
+export async function taskFail(sql: Sql, lease: Lease, error: TaskError): Promise<TaskRow | undefined> {
+  const [task] = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'failed', error = ${sql.json(error as unknown as postgres.JSONValue)}, finished_at = now(),
+        locked_by = null, lease_until = null, last_seq = last_seq + 1
+    where ${fenced(sql, lease)}
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'error', error)`)
+  return task
+}
+
+/** Puts a failed attempt back in the queue, to run again at `retryAt`. */
+export async function taskRetryLater(sql: Sql, lease: Lease, error: TaskError, retryAt: Date): Promise<TaskRow | undefined> {
+  const [task] = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'queued', error = ${sql.json(error as unknown as postgres.JSONValue)}, run_at = ${retryAt},
+        locked_by = null, lease_until = null, last_seq = last_seq + 1
+    where ${fenced(sql, lease)}
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'error', error,
+      'retryAt', to_char(run_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`)
+  return task
+}
+
+/** Ends a running task whose cancellation was requested. */
+export async function taskCancelRunning(sql: Sql, lease: Lease): Promise<TaskRow | undefined> {
+  const [task] = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'canceled', finished_at = now(), locked_by = null, lease_until = null, last_seq = last_seq + 1
+    where ${fenced(sql, lease)} and cancel_requested
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'reason', 'canceled by request')`)
+  return task
+}
+
+/**
+ * Hands unfinished tasks back to the queue at once (worker shutdown), without counting the
+ * interrupted attempt against maxAttempts.
+ */
+export async function taskRelease(sql: Sql, workerId: string, ids: string[], reason: string): Promise<TaskRow[]> {
+  if (ids.length === 0) return []
+  return withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'queued', attempt = attempt - 1, run_at = now(), locked_by = null, lease_until = null,
+        last_seq = last_seq + 1
+    where id = any(${ids}::uuid[]) and status = 'running' and locked_by = ${workerId}
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'reason', ${reason}::text)`,
+    { wake: true })
+}
+
+export interface LeaseState {
+  id: string
+  cancelRequested: boolean
+}
+
+/**
+ * Extends the leases of all the given tasks this worker still holds, in one statement. Tasks
+ * missing from the answer are no longer this worker's (rescued after their lease expired); the
+ * answer also says which ones have a cancel request, in case its NOTIFY was missed.
+ */
+export async function taskLeaseRenew(sql: Sql, workerId: string, ids: string[], leaseSeconds: number): Promise<LeaseState[]> {
+  if (ids.length === 0) return []
+  return sql<LeaseState[]>`
+    update taskcast.tasks set lease_until = now() + make_interval(secs => ${leaseSeconds})
+    where id = any(${ids}::uuid[]) and status = 'running' and locked_by = ${workerId}
+    returning id, cancel_requested`
+}
+
+/**
+ * Takes back tasks whose lease expired (their worker died or hung), at most `limit` at a time.
+ * The lost attempt counts: the task is queued again, or failed when it was the last attempt, or
+ * canceled when a cancel was requested. Safe from every worker at once (SKIP LOCKED).
+ */
+export async function taskRescue(sql: Sql, limit = 100): Promise<TaskRow[]> {
+  const reason = 'lease expired: the worker running this attempt stopped renewing it'
+  return withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks t
+    set status = case when t.cancel_requested then 'canceled'
+                      when t.attempt >= t.max_attempts then 'failed'
+                      else 'queued' end,
+        error = case when t.cancel_requested then t.error
+                     else jsonb_build_object('name', 'LeaseExpired', 'message', ${reason}::text, 'retryable', true) end,
+        finished_at = case when t.cancel_requested or t.attempt >= t.max_attempts then now() end,
+        run_at = now(), locked_by = null, lease_until = null, last_seq = t.last_seq + 1
+    from (
+      select id from taskcast.tasks
+      where status = 'running' and lease_until < now()
+      order by lease_until
+      limit ${limit}
+      for update skip locked
+    ) expired
+    where t.id = expired.id
+    returning t.*`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'reason', ${reason}::text)
+                  || case when status = 'canceled' then '{}'::jsonb else jsonb_build_object('error', error) end`,
+    { wake: true })
+}

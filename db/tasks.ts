@@ -1,0 +1,153 @@
+import { Channel, type Queryable, type Sql } from './client.ts'
+import { withEvent } from './task-events.ts'
+import type { Progress, TaskError, TaskStatus } from './contracts.ts'
+
+export interface TaskRow {
+  id: string
+  tenantId: string
+  type: string
+  queue: string
+  status: TaskStatus
+  priority: number
+  payload: unknown
+  result: unknown
+  error: TaskError | null
+  progress: Progress | null
+  attempt: number
+  maxAttempts: number
+  timeoutSeconds: number
+  runAt: Date
+  createdAt: Date
+  startedAt: Date | null
+  finishedAt: Date | null
+  cancelRequested: boolean
+  traceparent: string | null
+  tracestate: string | null
+  lockedBy: string | null
+  leaseUntil: Date | null
+  lastSeq: number
+}
+
+export interface NewTask {
+  id: string
+  tenantId: string
+  type: string
+  queue: string
+  priority: number
+  payload: unknown
+  maxAttempts: number
+  timeoutSeconds: number
+  /** null: now */
+  runAt: Date | null
+  traceparent: string | null
+  tracestate: string | null
+}
+
+/**
+ * Inserts tasks with their first event (`queued`, seq 1) in one statement, with one NOTIFY per
+ * queue to wake its workers and one per tenant for its event listeners, however many tasks.
+ * Rows come back in the order given.
+ */
+export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<TaskRow[]> {
+  if (tasks.length === 0) return []
+  const column = <K extends keyof NewTask>(key: K) => tasks.map((task) => task[key])
+  const payloads = tasks.map((task) => JSON.stringify(task.payload ?? {}))
+  // As text: postgres.js types an array made only of Dates as a single timestamptz.
+  const runAts = tasks.map((task) => task.runAt?.toISOString() ?? null)
+  const rows = await withEvent<TaskRow>(sql, sql`
+    insert into taskcast.tasks (id, tenant_id, type, queue, priority, payload, max_attempts,
+                                timeout_seconds, run_at, traceparent, tracestate, last_seq)
+    select id, tenant_id, type, queue, priority, payload::jsonb, max_attempts,
+           timeout_seconds, coalesce(run_at::timestamptz, now()), traceparent, tracestate, 1
+    from unnest(${column('id')}::uuid[], ${column('tenantId')}::uuid[], ${column('type')}::text[],
+                ${column('queue')}::text[], ${column('priority')}::int[], ${payloads}::text[],
+                ${column('maxAttempts')}::int[], ${column('timeoutSeconds')}::int[],
+                ${runAts}::text[], ${column('traceparent')}::text[], ${column('tracestate')}::text[])
+      as n(id, tenant_id, type, queue, priority, payload, max_attempts, timeout_seconds, run_at,
+           traceparent, tracestate)
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`,
+    { wake: true, perTenant: true })
+  const byId = new Map(rows.map((row) => [row.id, row]))
+  return tasks.map((task) => byId.get(task.id)!)
+}
+
+export async function taskGet(sql: Queryable, tenantId: string, id: string): Promise<TaskRow | undefined> {
+  const [task] = await sql<TaskRow[]>`
+    select * from taskcast.tasks where id = ${id} and tenant_id = ${tenantId}`
+  return task
+}
+
+export interface TaskListQuery {
+  tenantId: string
+  statuses?: readonly TaskStatus[]
+  type?: string
+  queue?: string
+  /** Keyset cursor: only tasks with a smaller id (older) than this one. */
+  before?: string
+  limit: number
+}
+
+/** A tenant's tasks, newest first (ids are UUIDv7, so id order is creation order). */
+export async function taskList(sql: Sql, query: TaskListQuery): Promise<TaskRow[]> {
+  const { tenantId, statuses, type, queue, before, limit } = query
+  return sql<TaskRow[]>`
+    select * from taskcast.tasks
+    where tenant_id = ${tenantId}
+      ${statuses?.length ? sql`and status = any(${statuses as TaskStatus[]}::text[])` : sql``}
+      ${type ? sql`and type = ${type}` : sql``}
+      ${queue ? sql`and queue = ${queue}` : sql``}
+      ${before ? sql`and id < ${before}` : sql``}
+    order by id desc
+    limit ${limit}`
+}
+
+export type CancelOutcome =
+  | { outcome: 'missing' }
+  | { outcome: 'canceled' | 'requested' | 'finished'; task: TaskRow }
+
+/**
+ * Cancels a queued task at once; on a running task sets cancel_requested and notifies the workers
+ * (the one running it aborts its handler); a finished task is left as it is.
+ */
+export async function taskCancel(sql: Sql, tenantId: string, id: string): Promise<CancelOutcome> {
+  return sql.begin(async (tx) => {
+    const [task] = await tx<TaskRow[]>`
+      select * from taskcast.tasks where id = ${id} and tenant_id = ${tenantId} for update`
+    if (!task) return { outcome: 'missing' } as const
+    if (task.status === 'queued') {
+      const [canceled] = await withEvent<TaskRow>(tx, tx`
+        update taskcast.tasks
+        set status = 'canceled', cancel_requested = true, finished_at = now(), last_seq = last_seq + 1
+        where id = ${id}
+        returning *`,
+        'status', tx`jsonb_build_object('status', status, 'attempt', attempt, 'reason', 'canceled by request')`)
+      return { outcome: 'canceled', task: canceled! } as const
+    }
+    if (task.status === 'running') {
+      const [requested] = await tx<TaskRow[]>`
+        update taskcast.tasks set cancel_requested = true where id = ${id} returning *`
+      await tx`select pg_notify(${Channel.taskCancel}, ${id})`
+      return { outcome: 'requested', task: requested! } as const
+    }
+    return { outcome: 'finished', task } as const
+  })
+}
+
+
+export type RetryOutcome = { outcome: 'missing' } | { outcome: 'retried' | 'unfinished'; task: TaskRow }
+
+/** Queues a failed or canceled task again, with a fresh attempt budget; the last error is kept. */
+export async function taskRetry(sql: Sql, tenantId: string, id: string): Promise<RetryOutcome> {
+  const [retried] = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks
+    set status = 'queued', attempt = 0, run_at = now(), finished_at = null, cancel_requested = false,
+        result = null, progress = null, last_seq = last_seq + 1
+    where id = ${id} and tenant_id = ${tenantId} and status in ('failed', 'canceled')
+    returning *`,
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'reason', 'retried by request')`,
+    { wake: true })
+  if (retried) return { outcome: 'retried', task: retried }
+  const task = await taskGet(sql, tenantId, id)
+  return task ? { outcome: 'unfinished', task } : { outcome: 'missing' }
+}
