@@ -1,0 +1,22 @@
+import type { Sql } from '../db/client.ts'
+import type { Logger } from '../observability/log.ts'
+import type { Authenticator } from './auth.ts'
+import type { EventHub } from './hub.ts'
+import type { ApiMetrics } from './metrics.ts'
+import type { StreamTokens } from './stream-tokens.ts'
+
+/** What the routes are built from; main.ts wires the real ones, tests may wire their own. */
+export interface AppDeps {
+  sql: Sql
+  hub: EventHub
+  auth: Authenticator
+  tokens: StreamTokens
+  log: Logger
+  /** The schema version this code needs; /readyz compares it with the database's. */
+  schemaVersion: number
+  maxPayloadBytes: number
+  ssePingMs: number
+  metrics: ApiMetrics
+  /** This process's metrics in the Prometheus text format. */
+  metricsText: () => Promise<string>
+}

@@ -1,0 +1,79 @@
+import * as v from 'valibot'
+import { Channel } from '../db/client.ts'
+import type { Listener } from '../db/listener.ts'
+import type { Logger } from '../observability/log.ts'
+
+/** Called with the seq of a new event of the task, or with 0 when events may have been missed. */
+export type Wake = (seq: number) => void
+
+export interface EventHub {
+  /**
+   * Wakes `wake` on each new event of the task, until the returned function is called. `end` is
+   * called if the process shuts down first.
+   */
+  subscribeTask(taskId: string, wake: Wake, end: () => void): () => void
+  /** Ends every subscribed stream (API shutdown): clients reconnect elsewhere with Last-Event-ID. */
+  endAll(): void
+  /** Open subscriptions, for metrics and tests. */
+  readonly size: number
+  /** Whether the LISTEN connection is up (events are being received). */
+  readonly connected: boolean
+}
+
+/** One event of a task, or (for newly inserted tasks) only the tenant's latest event id. */
+const Notification = v.object({ tenant: v.string(), id: v.number(), task: v.optional(v.string()), seq: v.optional(v.number()) })
+
+/**
+ * Fans task events out to every stream of this process from its one LISTEN connection: a client
+ * costs a closure in a map, never a database connection. A notification only says "task X has
+ * event N"; streams read the rows themselves. After a reconnect every stream is woken, since
+ * notifications sent while the connection was down are lost.
+ */
+export function createEventHub(listener: Listener, log: Logger): EventHub {
+  const byTask = new Map<string, Set<Wake>>()
+  const ends = new Set<() => void>()
+  let size = 0
+
+  listener.on(Channel.taskEvent, (payload) => {
+    let event: v.InferOutput<typeof Notification>
+    try {
+      event = v.parse(Notification, JSON.parse(payload))
+    } catch {
+      log.warn({ payload: payload.slice(0, 200) }, 'ignoring a malformed task event notification')
+      return
+    }
+    if (event.task === undefined) return
+    for (const wake of byTask.get(event.task) ?? []) wake(event.seq ?? 0)
+  })
+  listener.onConnected(() => {
+    for (const wakes of byTask.values()) for (const wake of wakes) wake(0)
+  })
+
+  return {
+    subscribeTask(taskId, wake, end) {
+      let wakes = byTask.get(taskId)
+      if (!wakes) byTask.set(taskId, (wakes = new Set()))
+      // Each subscription gets its own function identity, so one client may subscribe twice.
+      const entry: Wake = (seq) => wake(seq)
+      const endEntry = () => end()
+      wakes.add(entry)
+      ends.add(endEntry)
+      size++
+      return () => {
+        ends.delete(endEntry)
+        if (!wakes.delete(entry)) return
+        size--
+        if (wakes.size === 0 && byTask.get(taskId) === wakes) byTask.delete(taskId)
+      }
+    },
+    endAll() {
+      for (const end of [...ends]) end()
+    },
+    get size() {
+      return size
+    },
+    get connected() {
+      return listener.connected
+    },
+  }
+}
