@@ -1,0 +1,179 @@
+import { Channel, type Sql } from '../db/client.ts'
+import type { Listener } from '../db/listener.ts'
+import { taskClaim, taskRelease } from '../db/task-leases.ts'
+import type { TaskRow } from '../db/tasks.ts'
+import type { Logger } from '../observability/log.ts'
+import type { TraceMode } from '../observability/spans.ts'
+import { createLeaseKeeper } from './leases.ts'
+import { createWorkerMetrics } from './metrics.ts'
+import { createRescuer } from './rescue.ts'
+import { runTask, TaskAbort, type RunEnd } from './run.ts'
+
+export interface WorkerOptions {
+  sql: Sql
+  listener: Listener
+  log: Logger
+  workerId: string
+  queues: readonly string[]
+  concurrency: number
+  leaseSeconds: number
+  /** The safety net under NOTIFY: claim at least this often. */
+  pollMs: number
+  traceMode?: TraceMode
+}
+
+export interface Worker {
+  start(): Promise<void>
+  /**
+   * Stops claiming and waits up to `graceMs` for running tasks; then aborts their signals and
+   * hands the unfinished ones back to the queue at once.
+   */
+  stop(graceMs: number): Promise<void>
+  /** Tasks running now, for tests and metrics. */
+  readonly running: number
+  /** Called as each run ends, for tests and metrics. */
+  onRunEnd(listener: (task: TaskRow, end: RunEnd) => void): void
+}
+
+interface Running {
+  task: TaskRow
+  controller: AbortController
+  done: Promise<void>
+}
+
+/**
+ * The claim loop. A NOTIFY on the ready channel, a finished task, a retry coming due and a poll
+ * every `pollMs` all call `fill()`, which claims up to the free slots in one statement; a call
+ * made while a claim is in flight makes that claim go round again, so no wake-up is lost.
+ */
+export function createWorker(options: WorkerOptions): Worker {
+  const { sql, listener, log, workerId, queues, concurrency, leaseSeconds, pollMs, traceMode } = options
+  const running = new Map<string, Running>()
+  const metrics = createWorkerMetrics({ listener, running: () => running.size })
+  const runEndListeners: Array<(task: TaskRow, end: RunEnd) => void> = []
+  let again = false
+  let stopping = false
+  let poll: ReturnType<typeof setInterval> | undefined
+
+  /** The claim round in flight, if any; stop() waits for it so no task starts unseen. */
+  let round: Promise<void> | undefined
+
+  function fill(): Promise<void> {
+    if (round) {
+      again = true
+      return round
+    }
+    round = claimRounds().finally(() => {
+      round = undefined
+      // A wake-up that came after the round's last look must not be lost.
+      if (again && !stopping) void fill()
+    })
+    return round
+  }
+
+  async function claimRounds(): Promise<void> {
+    try {
+      do {
+        again = false
+        const free = concurrency - running.size
+        if (free <= 0 || stopping) break
+        const tasks = await taskClaim(sql, { workerId, queues, limit: free, leaseSeconds })
+        for (const task of tasks) start(task)
+        // A full batch suggests more are waiting; go round until a claim comes back short.
+        if (tasks.length === free) again = true
+      } while (again && !stopping)
+    } catch (error) {
+      log.error({ err: error }, 'claiming tasks failed')
+    }
+  }
+
+  function start(task: TaskRow) {
+    log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
+    metrics.claimed(task)
+    const startedAt = performance.now()
+    const controller = new AbortController()
+    const entry: Running = { task, controller, done: Promise.resolve() }
+    entry.done = runTask(task, {
+      sql,
+      log,
+      workerId,
+      controller,
+      traceMode,
+      onRetryScheduled: (at) => setTimeout(() => void fill(), Math.max(0, at.getTime() - Date.now())).unref(),
+    })
+      .then(
+        (end) => {
+          metrics.ended(task, end, (performance.now() - startedAt) / 1000)
+          if (end === 'lease-lost') log.warn({ taskId: task.id, attempt: task.attempt }, 'lease lost: the outcome of this attempt was discarded')
+          for (const listener of runEndListeners) listener(task, end)
+        },
+        (error) => log.error({ err: error, taskId: task.id }, 'storing the outcome of a task failed'),
+      )
+      .finally(() => {
+        running.delete(task.id)
+        if (!stopping) void fill()
+      })
+    running.set(task.id, entry)
+  }
+
+  listener.on(Channel.taskReady, (queue) => {
+    if (queues.includes(queue)) void fill()
+  })
+
+  const abort = (taskId: string, why: TaskAbort['why'], message: string) =>
+    running.get(taskId)?.controller.abort(new TaskAbort(why, message))
+  const leases = createLeaseKeeper({
+    sql,
+    log,
+    workerId,
+    leaseSeconds,
+    held: () => [...running.keys()],
+    onLost: (taskId) => {
+      log.warn({ taskId }, 'lease lost: another worker may run this task now; stopping its handler')
+      abort(taskId, 'lease-lost', 'the lease on this task was lost')
+    },
+    onCancelRequested: (taskId) => abort(taskId, 'canceled', 'canceled by request'),
+  })
+  const rescuer = createRescuer({ sql, log, leaseSeconds })
+  listener.on(Channel.taskCancel, (taskId) => abort(taskId, 'canceled', 'canceled by request'))
+  // After every (re)connect: renew at once (an outage may have run the leases down), and look for
+  // work, since notifications sent while the connection was down are lost.
+  listener.onConnected(() => {
+    void leases.renew()
+    void fill()
+  })
+
+  return {
+    async start() {
+      await listener.start()
+      leases.start()
+      rescuer.start()
+      poll = setInterval(() => void fill(), pollMs)
+      void fill()
+      log.info({ queues, concurrency }, 'worker started')
+    },
+    async stop(graceMs) {
+      stopping = true
+      clearInterval(poll)
+      rescuer.stop()
+      await round
+      const all = () => Promise.all([...running.values()].map((entry) => entry.done))
+      const finished = await Promise.race([all().then(() => true), Bun.sleep(graceMs).then(() => false)])
+      if (!finished) {
+        const interrupted = [...running.values()]
+        for (const entry of interrupted) entry.controller.abort(new TaskAbort('shutdown', 'the worker is shutting down'))
+        await all()
+        const released = await taskRelease(sql, workerId, interrupted.map((entry) => entry.task.id), 'released: the worker shut down')
+        log.info({ released: released.length }, 'released unfinished tasks back to the queue')
+      }
+      leases.stop()
+      await listener.stop()
+    },
+    get running() {
+      return running.size
+    },
+    onRunEnd(listener) {
+      runEndListeners.push(listener)
+    },
+  }
+}

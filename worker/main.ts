@@ -1,0 +1,79 @@
+import { hostname } from 'node:os'
+import * as v from 'valibot'
+import { createSql } from '../db/client.ts'
+import { QueueName } from '../db/contracts.ts'
+import { env, parseEnv } from '../db/env.ts'
+import { createListener } from '../db/listener.ts'
+import { onStopSignal, stopInOrder } from '../lifecycle/signals.ts'
+import { createLogger } from '../observability/log.ts'
+import { traceSql } from '../observability/sql-tracing.ts'
+import { initTelemetry } from '../observability/telemetry.ts'
+import { createWorker } from './loop.ts'
+
+const Env = v.object({
+  DATABASE_URL: env.databaseUrl,
+  WORKER_CONCURRENCY: env.int(10, 1, 1000),
+  WORKER_QUEUES: v.optional(
+    v.pipe(v.string(), v.transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean)), v.array(QueueName), v.minLength(1, 'name at least one queue')),
+    'default',
+  ),
+  TASKCAST_LEASE_SECONDS: env.int(30, 1, 86_400),
+  TASKCAST_SHUTDOWN_GRACE_SECONDS: env.number(30, 0, 86_400),
+  TASKCAST_POLL_MS: env.int(1000, 10, 60_000),
+  TASKCAST_LISTEN_HEALTH_SECONDS: env.number(10, 0.5, 3600),
+  TASKCAST_TRACE_MODE: v.optional(v.picklist(['child', 'link'], 'must be child or link'), 'child'),
+  /** Serve this worker's metrics at http://0.0.0.0:PORT/metrics; unset: not served. */
+  WORKER_METRICS_PORT: v.optional(v.pipe(v.string(), v.regex(/^\d{1,5}$/, 'must be a port number'), v.transform(Number))),
+  OTEL_SERVICE_NAME: v.optional(v.string(), 'taskcast-worker'),
+})
+
+const config = parseEnv(Env)
+const telemetry = initTelemetry('taskcast-worker')
+const workerId = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`
+const log = createLogger(config.OTEL_SERVICE_NAME).child({ workerId })
+
+const sql = traceSql(createSql(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker' }))
+const listener = createListener({
+  url: config.DATABASE_URL,
+  applicationName: 'taskcast-worker-listen',
+  log,
+  healthCheckMs: config.TASKCAST_LISTEN_HEALTH_SECONDS * 1000,
+})
+const worker = createWorker({
+  sql,
+  listener,
+  log,
+  workerId,
+  queues: config.WORKER_QUEUES,
+  concurrency: config.WORKER_CONCURRENCY,
+  leaseSeconds: config.TASKCAST_LEASE_SECONDS,
+  pollMs: config.TASKCAST_POLL_MS,
+  traceMode: config.TASKCAST_TRACE_MODE,
+})
+
+const metricsServer = config.WORKER_METRICS_PORT === undefined ? undefined : Bun.serve({
+  port: config.WORKER_METRICS_PORT,
+  async fetch(request) {
+    if (new URL(request.url).pathname !== '/metrics') return new Response('not found', { status: 404 })
+    return new Response(await telemetry.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' } })
+  },
+})
+if (metricsServer) log.info({ port: metricsServer.port }, 'serving metrics at /metrics')
+
+async function shutdown(signal: string) {
+  log.info({ signal, graceSeconds: config.TASKCAST_SHUTDOWN_GRACE_SECONDS }, 'shutting down: no new tasks; waiting for running ones')
+  const code = await stopInOrder(
+    [
+      () => worker.stop(config.TASKCAST_SHUTDOWN_GRACE_SECONDS * 1000),
+      () => metricsServer?.stop(true),
+      () => sql.end({ timeout: 5 }),
+      telemetry.shutdown,
+    ],
+    (error) => log.error({ err: error }, 'shutdown step failed'),
+  )
+  process.exit(code)
+}
+// A second signal exits at once; leases bring back whatever was still running.
+onStopSignal((signal, count) => (count === 1 ? void shutdown(signal) : process.exit(1)))
+
+await worker.start()

@@ -1,0 +1,53 @@
+import type { Sql } from '../db/client.ts'
+import { idempotencyKeysPrune } from '../db/idempotency.ts'
+import { taskRescue } from '../db/task-leases.ts'
+import type { Logger } from '../observability/log.ts'
+
+const pruneEveryMs = 60_000
+
+/**
+ * Maintenance every worker runs, safely side by side: take back tasks whose lease expired (their
+ * worker died, hung or lost the database), and now and then prune expired idempotency keys.
+ * Checking four times per lease means a dead worker's task is queued again within
+ * 1.25 leases of its last renewal.
+ *
+ * After this worker could not reach the database, it leaves leases alone for one lease: the
+ * outage most likely kept the other workers from renewing too, and they deserve the chance to
+ * renew before their tasks are run a second time.
+ */
+export function createRescuer({ sql, log, leaseSeconds }: { sql: Sql; log: Logger; leaseSeconds: number }) {
+  let timer: ReturnType<typeof setInterval> | undefined
+  let running = false
+  let lastPrune = 0
+  let lastFailure = Number.NEGATIVE_INFINITY
+
+  async function sweep() {
+    if (running || Date.now() - lastFailure < leaseSeconds * 1000) return
+    running = true
+    try {
+      for (let rescued = await taskRescue(sql); rescued.length > 0; rescued = await taskRescue(sql)) {
+        for (const task of rescued) log.warn({ taskId: task.id, attempt: task.attempt, status: task.status }, 'took back a task whose lease expired')
+      }
+      if (Date.now() - lastPrune > pruneEveryMs) {
+        lastPrune = Date.now()
+        await idempotencyKeysPrune(sql)
+      }
+    } catch (error) {
+      lastFailure = Date.now()
+      log.warn({ err: error }, 'maintenance failed; leaving leases alone for one lease')
+    } finally {
+      running = false
+    }
+  }
+
+  return {
+    start() {
+      timer = setInterval(() => void sweep(), Math.min(5000, (leaseSeconds * 1000) / 4))
+      void sweep()
+    },
+    stop() {
+      clearInterval(timer)
+    },
+    sweep,
+  }
+}
