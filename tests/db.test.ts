@@ -1,0 +1,178 @@
+import { describe, expect, test } from 'bun:test'
+import { createSql } from '../db/client.ts'
+import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
+import { taskEventsAfter } from '../db/task-events.ts'
+import { taskClaim, taskClaimCandidates, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
+import { taskCancel, taskInsert } from '../db/tasks.ts'
+import { testDb, withFreshDatabase } from './support/database.ts'
+import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
+
+const claimAll = (queue: string, limit = 100, workerId = 'w1') =>
+  taskClaim(testDb().sql, { workerId, queues: [queue], limit, leaseSeconds: 30 })
+
+describe('migrations', () => {
+  test('applying them again changes nothing', async () => {
+    expect(await migrate(testDb().sql)).toEqual([])
+    expect(await migrationsApplied(testDb().sql)).toBe(readMigrations().at(-1)!.version)
+  })
+
+  test('concurrent runs on an empty database apply each file exactly once', async () => {
+    await withFreshDatabase(async (url) => {
+      const pools = Array.from({ length: 4 }, () => createSql(url, { max: 1, applicationName: 'taskcast-test' }))
+      try {
+        const results = await Promise.all(pools.map((sql) => migrate(sql)))
+        const applied = results.flat().map((migration) => migration.name)
+        expect(applied).toEqual(readMigrations().map((migration) => migration.name))
+        const rows = await pools[0]!`select version from taskcast.migrations`
+        expect(rows.length).toBe(readMigrations().length)
+      } finally {
+        await Promise.all(pools.map((sql) => sql.end()))
+      }
+    })
+  })
+
+  test('an applied migration whose file changed is refused', async () => {
+    const changed = readMigrations().map((migration, index) =>
+      index === 0 ? { ...migration, checksum: 'edited' } : migration)
+    expect(migrate(testDb().sql, changed)).rejects.toThrow(/changed after it was applied/)
+  })
+})
+
+describe('schema constraints', () => {
+  test('reject an unknown status, an out-of-range percent and finished_at without a terminal status', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const [task] = await taskInsert(sql, [newTask(tenant.id)])
+    const violation = (query: Promise<unknown>) => expect(query).rejects.toMatchObject({ code: '23514' })
+    await violation(sql`update taskcast.tasks set status = 'paused' where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set progress = '{"percent": 101}' where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set progress = '{"percent": "half"}' where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set finished_at = now() where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set status = 'succeeded', attempt = 1 where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set priority = 101 where id = ${task!.id}`)
+  })
+})
+
+describe('taskClaim', () => {
+  test('is served by the partial index over queued rows', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    await taskInsert(sql, Array.from({ length: 3000 }, () => newTask(tenant.id, { queue })))
+    await sql`update taskcast.tasks set status = 'canceled', finished_at = now() where queue = ${queue}`
+    await taskInsert(sql, Array.from({ length: 20 }, () => newTask(tenant.id, { queue })))
+    await sql`analyze taskcast.tasks`
+    const plan = await sql.begin(async (tx) => {
+      const [row] = await tx`explain (format json) ${taskClaimCandidates(tx, [queue], 10)}`
+      return JSON.stringify(row)
+    })
+    expect(plan).toContain('tasks_claim_idx')
+    expect(plan).not.toContain('Seq Scan')
+    expect(plan).not.toContain('"Sort"')
+  })
+
+  test('concurrent claims never hand out the same task', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const inserted = await taskInsert(sql, Array.from({ length: 300 }, () => newTask(tenant.id, { queue })))
+    const claimed: string[] = []
+    await Promise.all(Array.from({ length: 10 }, async (_, claimer) => {
+      for (;;) {
+        const batch = await claimAll(queue, 7, `w${claimer}`)
+        if (batch.length === 0) return
+        claimed.push(...batch.map((task) => task.id))
+      }
+    }))
+    expect(claimed.length).toBe(300)
+    expect(new Set(claimed).size).toBe(300)
+    expect(new Set(claimed)).toEqual(new Set(inserted.map((task) => task.id)))
+  })
+
+  test('takes the highest priority first, then the oldest runAt', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const at = (secondsAgo: number) => new Date(Date.now() - secondsAgo * 1000)
+    const [low, highNewer, highOlder, middle] = await taskInsert(sql, [
+      newTask(tenant.id, { queue, priority: -5, runAt: at(100) }),
+      newTask(tenant.id, { queue, priority: 10, runAt: at(10) }),
+      newTask(tenant.id, { queue, priority: 10, runAt: at(20) }),
+      newTask(tenant.id, { queue, priority: 0, runAt: at(50) }),
+    ])
+    const order: string[] = []
+    for (let i = 0; i < 4; i++) order.push((await claimAll(queue, 1))[0]!.id)
+    expect(order).toEqual([highOlder!.id, highNewer!.id, middle!.id, low!.id])
+  })
+
+  test('takes at most the limit, only from its queues, and nothing before its runAt', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const [mine, other] = [uniqueName('q'), uniqueName('q')]
+    await taskInsert(sql, [
+      ...Array.from({ length: 5 }, () => newTask(tenant.id, { queue: mine })),
+      newTask(tenant.id, { queue: mine, runAt: new Date(Date.now() + 3_600_000) }),
+      newTask(tenant.id, { queue: other }),
+    ])
+    expect((await claimAll(mine, 3)).length).toBe(3)
+    expect((await claimAll(mine, 10)).length).toBe(2)
+    expect(await claimAll(mine, 10)).toEqual([])
+    expect((await claimAll(other, 10)).length).toBe(1)
+  })
+
+  test('starts the next attempt under a lease and records a running event', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const [task] = await taskInsert(sql, [newTask(tenant.id)])
+    const [claimed] = await claimAll(task!.queue, 1, 'worker-a')
+    expect(claimed).toMatchObject({ status: 'running', attempt: 1, lockedBy: 'worker-a', lastSeq: 2 })
+    expect(claimed!.leaseUntil!.getTime()).toBeGreaterThan(Date.now() + 25_000)
+    const events = await taskEventsAfter(sql, task!.id, 0)
+    expect(events.map((event) => [event.seq, event.kind, event.data])).toEqual([
+      [1, 'status', { status: 'queued', attempt: 0 }],
+      [2, 'status', { status: 'running', attempt: 1 }],
+    ])
+  })
+})
+
+describe('writes of a claimed attempt', () => {
+  test('are fenced by task, attempt and worker', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const [task] = await taskInsert(sql, [newTask(tenant.id)])
+    await claimAll(task!.queue, 1, 'worker-a')
+    const lease: Lease = { id: task!.id, attempt: 1, workerId: 'worker-a' }
+    expect(await taskSucceed(sql, { ...lease, attempt: 2 }, { late: true })).toBeUndefined()
+    expect(await taskSucceed(sql, { ...lease, workerId: 'worker-b' }, { late: true })).toBeUndefined()
+    expect(await taskProgress(sql, { ...lease, workerId: 'worker-b' }, { percent: 5 })).toBe(false)
+    expect(await taskProgress(sql, lease, { percent: 50, message: 'half' })).toBe(true)
+    const done = await taskSucceed(sql, lease, { ok: true })
+    expect(done).toMatchObject({ status: 'succeeded', result: { ok: true }, lockedBy: null, progress: { percent: 50 } })
+    expect(await taskSucceed(sql, lease, { again: true })).toBeUndefined()
+    const events = await taskEventsAfter(sql, task!.id, 0)
+    expect(events.map((event) => [event.seq, event.kind])).toEqual([
+      [1, 'status'], [2, 'status'], [3, 'progress'], [4, 'status'],
+    ])
+    expect(events[3]!.data).toEqual({ status: 'succeeded', attempt: 1, result: { ok: true } })
+  })
+})
+
+describe('taskCancel', () => {
+  test('cancels a queued task at once, flags a running one, and leaves a finished one', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const [queued, running] = await taskInsert(sql, [newTask(tenant.id), newTask(tenant.id)])
+    await claimAll(running!.queue, 1)
+
+    const first = await taskCancel(sql, tenant.id, queued!.id)
+    expect(first).toMatchObject({ outcome: 'canceled', task: { status: 'canceled', cancelRequested: true } })
+    expect((await taskEventsAfter(sql, queued!.id, 1))[0]!.data).toMatchObject({ status: 'canceled' })
+
+    expect(await taskCancel(sql, tenant.id, running!.id)).toMatchObject({
+      outcome: 'requested', task: { status: 'running', cancelRequested: true },
+    })
+    expect(await taskCancel(sql, tenant.id, queued!.id)).toMatchObject({ outcome: 'finished' })
+    const stranger = await newTenant()
+    expect(await taskCancel(sql, stranger.id, queued!.id)).toEqual({ outcome: 'missing' })
+  })
+})

@@ -1,0 +1,202 @@
+import { afterEach, describe, expect, test } from 'bun:test'
+import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
+import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
+import { testDb } from './support/database.ts'
+import { newTask, newTenant, startWorker, uniqueName, until } from './support/fixtures.ts'
+
+const stops: Array<() => Promise<void>> = []
+afterEach(async () => {
+  await Promise.all(stops.splice(0).map((stop) => stop()))
+})
+
+async function workerOn(queues: string[], options: Parameters<typeof startWorker>[0] extends infer O ? Partial<O> : never = {}) {
+  const started = await startWorker({ ...options, queues })
+  stops.push(() => started.stop())
+  return started
+}
+
+async function insert(tenantId: string, overrides: Partial<NewTask>) {
+  const [task] = await taskInsert(testDb().sql, [newTask(tenantId, overrides)])
+  return task!
+}
+
+const isRunning = (tenantId: string, taskId: string) =>
+  until(async () => (await taskGet(testDb().sql, tenantId, taskId))?.status === 'running', 10_000, 'the task to be running')
+
+const statuses = (events: TaskEventRow[]) =>
+  events.filter((event) => event.kind === 'status').map((event) => `${event.data.status}:${event.data.attempt}`)
+
+describe('the worker', () => {
+  test('runs a task to succeeded, with its progress and result', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, payload: { seconds: 0.2, steps: 2 } })
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored).toMatchObject({ status: 'succeeded', attempt: 1, result: { slept: 0.2, steps: 2 }, progress: { percent: 100, message: 'step 2/2' } })
+    const events = await taskEventsAfter(testDb().sql, task.id, 0)
+    expect(events.map((event) => event.kind === 'progress' ? event.data.message : event.data.status))
+      .toEqual(['queued', 'running', 'step 1/2', 'step 2/2', 'succeeded'])
+  })
+
+  test('runs the CPU-bound demo.primes type with progress', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, type: 'demo.primes', payload: { limit: 3_000_000 } })
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored!.result).toEqual({ limit: 3_000_000, count: 216_816, largest: 2_999_999 })
+    const progress = (await taskEventsAfter(testDb().sql, task.id, 0)).filter((event) => event.kind === 'progress')
+    expect(progress.length).toBeGreaterThanOrEqual(2)
+    expect(progress.at(-1)!.data).toMatchObject({ percent: 100 })
+  })
+
+  test('stores at most ~10 progress reports a second, and always the last one', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, payload: { seconds: 0.5, steps: 500 } })
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const events = await taskEventsAfter(testDb().sql, task.id, 0)
+    const progress = events.filter((event) => event.kind === 'progress')
+    const elapsed = events.at(-1)!.createdAt.getTime() - events[1]!.createdAt.getTime()
+    expect(progress.length).toBeLessThanOrEqual(Math.ceil(elapsed / 100) + 2)
+    expect(events.at(-2)!.data).toEqual({ percent: 100, message: 'step 500/500' })
+    expect(events.at(-1)!.data.status).toBe('succeeded')
+  })
+
+  test('retries a thrown error after a backoff, then succeeds', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, payload: { seconds: 0, steps: 1, failTimes: 1 } })
+    expect(await runEnd(task.id)).toBe('retrying')
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const events = await taskEventsAfter(testDb().sql, task.id, 0)
+    expect(statuses(events)).toEqual(['queued:0', 'running:1', 'queued:1', 'running:2', 'succeeded:2'])
+    const retry = events[2]!
+    expect(retry.data.error).toEqual({ name: 'Error', message: 'failing on purpose: attempt 1 of the first 1', retryable: true })
+    // demo.sleep backs off 1 s for the first retry, scaled by a jitter factor in [0.5, 1).
+    const backoffMs = Date.parse(retry.data.retryAt as string) - retry.createdAt.getTime()
+    expect(backoffMs).toBeGreaterThanOrEqual(490)
+    expect(backoffMs).toBeLessThanOrEqual(1010)
+    expect(events[3]!.createdAt.getTime()).toBeGreaterThanOrEqual(Date.parse(retry.data.retryAt as string))
+  })
+
+  test('fails a task that runs out of attempts, keeping the last error', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, maxAttempts: 2, payload: { seconds: 0, steps: 1, failTimes: 5 } })
+    expect(await runEnd(task.id)).toBe('retrying')
+    expect(await runEnd(task.id)).toBe('failed')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored).toMatchObject({ status: 'failed', attempt: 2, error: { message: 'failing on purpose: attempt 2 of the first 5' } })
+    expect(stored!.finishedAt).toBeInstanceOf(Date)
+  })
+
+  test('fails at once, without retrying, on a permanent error (a stored payload that fails its schema)', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, payload: { seconds: 'never' } })
+    expect(await runEnd(task.id)).toBe('failed')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored).toMatchObject({ status: 'failed', attempt: 1, maxAttempts: 3, error: { name: 'PermanentError', retryable: false } })
+    expect(stored!.error!.message).toContain('seconds')
+  })
+
+  test('is woken by NOTIFY the moment a task is inserted, without waiting for its poll', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue], { pollMs: 600_000 })
+    const task = await insert(tenant.id, { queue })
+    expect(await runEnd(task.id)).toBe('succeeded')
+  })
+
+  test('after its LISTEN connection is killed, reconnects and looks for the work it was not told about', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue], { pollMs: 600_000 })
+    const [killed] = await testDb().sql`
+      select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where application_name = 'taskcast-test-worker'`
+    expect(killed!.n).toBe(1)
+    const task = await insert(tenant.id, { queue })
+    expect(await runEnd(task.id)).toBe('succeeded')
+  })
+
+  test('finds a delayed task by polling once its runAt has come', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue], { pollMs: 100 })
+    const runAt = new Date(Date.now() + 300)
+    const task = await insert(tenant.id, { queue, runAt })
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored!.startedAt!.getTime()).toBeGreaterThanOrEqual(runAt.getTime())
+  })
+
+  test('claims only from its queues', async () => {
+    const tenant = await newTenant()
+    const [a, b, elsewhere] = [uniqueName('q'), uniqueName('q'), uniqueName('q')]
+    const { runEnd } = await workerOn([a, b])
+    const other = await insert(tenant.id, { queue: elsewhere })
+    const tasks = [await insert(tenant.id, { queue: a }), await insert(tenant.id, { queue: b })]
+    expect(await Promise.all(tasks.map((task) => runEnd(task.id)))).toEqual(['succeeded', 'succeeded'])
+    expect((await taskGet(testDb().sql, tenant.id, other.id))!.status).toBe('queued')
+  })
+
+  test('runs at most its concurrency at once, and uses all of it', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue], { concurrency: 2 })
+    const tasks = await taskInsert(testDb().sql, Array.from({ length: 6 }, () => newTask(tenant.id, { queue, payload: { seconds: 0.3, steps: 1 } })))
+    await Promise.all(tasks.map((task) => runEnd(task.id)))
+    const spans = await Promise.all(tasks.map(async (task) => {
+      const events = await taskEventsAfter(testDb().sql, task.id, 0)
+      return [events[1]!.createdAt.getTime(), events.at(-1)!.createdAt.getTime()] as const
+    }))
+    const overlap = (at: number) => spans.filter(([start, end]) => start <= at && at < end).length
+    const peak = Math.max(...spans.map(([start]) => overlap(start)))
+    expect(peak).toBe(2)
+  })
+
+  test('aborts the handler of a running task whose cancel is requested, and ends it canceled', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const task = await insert(tenant.id, { queue, payload: { seconds: 60, steps: 60 } })
+    const ended = runEnd(task.id)
+    await isRunning(tenant.id, task.id)
+    expect(await taskCancel(testDb().sql, tenant.id, task.id)).toMatchObject({ outcome: 'requested' })
+    expect(await ended).toBe('canceled')
+    const events = await taskEventsAfter(testDb().sql, task.id, 0)
+    expect(statuses(events)).toEqual(['queued:0', 'running:1', 'canceled:1'])
+  })
+
+  test('on stop, lets a short task finish within the grace period', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const started = await startWorker({ queues: [queue] })
+    const task = await insert(tenant.id, { queue, payload: { seconds: 0.3, steps: 1 } })
+    const ended = started.runEnd(task.id)
+    await isRunning(tenant.id, task.id)
+    await started.stop(10_000)
+    expect(await ended).toBe('succeeded')
+  })
+
+  test('on stop past the grace period, aborts and hands unfinished tasks back to the queue at once', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const started = await startWorker({ queues: [queue] })
+    const task = await insert(tenant.id, { queue, payload: { seconds: 60, steps: 60 } })
+    await isRunning(tenant.id, task.id)
+    await started.stop(50)
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    expect(stored).toMatchObject({ status: 'queued', attempt: 0, lockedBy: null })
+    const events = await taskEventsAfter(testDb().sql, task.id, 0)
+    expect(events.at(-1)!.data).toEqual({ status: 'queued', attempt: 0, reason: 'released: the worker shut down' })
+  })
+})
