@@ -167,6 +167,7 @@ export function createWorker(options: WorkerOptions): Worker {
         log.info({ released: released.length }, 'released unfinished tasks back to the queue')
       }
       leases.stop()
+      metrics.close()
       await listener.stop()
     },
     get running() {

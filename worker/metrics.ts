@@ -1,4 +1,4 @@
-import { metrics } from '@opentelemetry/api'
+import { metrics, type BatchObservableCallback } from '@opentelemetry/api'
 import type { Listener } from '../db/listener.ts'
 import type { TaskRow } from '../db/tasks.ts'
 import type { RunEnd } from './run.ts'
@@ -10,6 +10,8 @@ const terminal: Partial<Record<RunEnd, string>> = { succeeded: 'succeeded', fail
 export interface WorkerMetrics {
   claimed(task: TaskRow): void
   ended(task: TaskRow, end: RunEnd, seconds: number): void
+  /** Stops reporting this worker's gauges (its listener is gone). */
+  close(): void
 }
 
 /**
@@ -30,11 +32,13 @@ export function createWorkerMetrics({ listener, running }: { listener: Listener;
   const active = meter.createObservableGauge('taskcast.tasks.running', { description: 'Tasks this worker is running' })
   const connected = meter.createObservableGauge('taskcast.listen.connected', { description: '1 while the LISTEN connection is up' })
   const reconnects = meter.createObservableCounter('taskcast.listen.reconnects', { description: 'LISTEN connection losses recovered' })
-  meter.addBatchObservableCallback((result) => {
+  const observables = [active, connected, reconnects]
+  const observe: BatchObservableCallback = (result) => {
     result.observe(active, running())
     result.observe(connected, listener.connected ? 1 : 0)
     result.observe(reconnects, listener.reconnects)
-  }, [active, connected, reconnects])
+  }
+  meter.addBatchObservableCallback(observe, observables)
 
   return {
     claimed(task) {
@@ -44,6 +48,9 @@ export function createWorkerMetrics({ listener, running }: { listener: Listener;
       duration.record(seconds, { type: task.type, outcome: end })
       const status = terminal[end]
       if (status) completed.add(1, { type: task.type, status })
+    },
+    close() {
+      meter.removeBatchObservableCallback(observe, observables)
     },
   }
 }
