@@ -5,11 +5,13 @@ import { latestVersion } from '../db/migrate.ts'
 import type { Logger } from '../observability/log.ts'
 import { createAuthenticator } from './auth.ts'
 import { parseJsonBody } from './body.ts'
+import { dashboardRoutes } from './dashboard.ts'
 import type { AppDeps } from './deps.ts'
 import { eventRoutes } from './events.ts'
 import { healthRoutes } from './health.ts'
 import { createApiMetrics } from './metrics.ts'
 import { createEventHub } from './hub.ts'
+import { apiDocs } from './openapi.ts'
 import { problemHandler } from './problem.ts'
 import { requestTracing } from './request-tracing.ts'
 import { createStreamTokens } from './stream-tokens.ts'
@@ -28,6 +30,8 @@ export function createApp(deps: AppDeps) {
     .use(healthRoutes(deps))
     .use(taskRoutes(deps))
     .use(eventRoutes(deps))
+    .use(apiDocs())
+    .use(dashboardRoutes(deps))
 }
 
 export type App = ReturnType<typeof createApp>
@@ -43,6 +47,8 @@ export interface ApiOptions {
   /** application_name of the LISTEN connection. */
   listenerName?: string
   metricsText: () => Promise<string>
+  /** TASKCAST_TRACE_URL, for the dashboard's trace links. */
+  traceUrl?: string
 }
 
 /**
@@ -72,6 +78,7 @@ export function assembleApi(options: ApiOptions) {
     ssePingMs: options.ssePingMs,
     metrics,
     metricsText: options.metricsText,
+    traceUrl: options.traceUrl,
   })
   return { app, hub, listener, tokens, metrics }
 }

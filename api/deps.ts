@@ -19,4 +19,6 @@ export interface AppDeps {
   metrics: ApiMetrics
   /** This process's metrics in the Prometheus text format. */
   metricsText: () => Promise<string>
+  /** TASKCAST_TRACE_URL: the dashboard links a trace id here, with {traceId} replaced. */
+  traceUrl?: string
 }

@@ -17,6 +17,11 @@ const Env = v.object({
   TASKCAST_SSE_PING_SECONDS: env.number(15, 0.05, 3600),
   TASKCAST_LISTEN_HEALTH_SECONDS: env.number(10, 0.5, 3600),
   OTEL_SERVICE_NAME: v.optional(v.string(), 'taskcast-api'),
+  TASKCAST_TRACE_URL: v.optional(v.pipe(
+    v.string(),
+    v.regex(/^https?:\/\/\S+$/, 'must be an http(s) URL'),
+    v.includes('{traceId}', 'must contain {traceId}, e.g. http://localhost:16686/trace/{traceId}'),
+  )),
 })
 
 const config = parseEnv(Env)
@@ -40,6 +45,7 @@ const { app, hub, listener, metrics } = assembleApi({
   ssePingMs: config.TASKCAST_SSE_PING_SECONDS * 1000,
   listenHealthMs: config.TASKCAST_LISTEN_HEALTH_SECONDS * 1000,
   metricsText: telemetry.metricsText,
+  traceUrl: config.TASKCAST_TRACE_URL,
 })
 
 // Serve at once; live events start flowing when the LISTEN connection is up (/readyz says when).
