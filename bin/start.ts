@@ -111,6 +111,7 @@ if (!stopping) {
   say('Taskcast is running.')
   say(`  API       ${base}`)
   say(`  API key   ${apiKey}   (tenant "dev")`)
+  say(`  dashboard ${base}/   (paste the API key)`)
   say(`  database  ${database ? `embedded PostgreSQL on port ${database.port}, data in ${join(home, 'pg')}` : 'DATABASE_URL'}`)
   say()
   say('Submit a task and watch it run live (paste this):')
