@@ -12,6 +12,8 @@ export interface EventHub {
    * called if the process shuts down first.
    */
   subscribeTask(taskId: string, wake: Wake, end: () => void): () => void
+  /** Wakes `wake` on each new event of any task of the tenant, until the returned function is called. */
+  subscribeTenant(tenantId: string, wake: () => void, end: () => void): () => void
   /** Ends every subscribed stream (API shutdown): clients reconnect elsewhere with Last-Event-ID. */
   endAll(): void
   /** Open subscriptions, for metrics and tests. */
@@ -31,8 +33,26 @@ const Notification = v.object({ tenant: v.string(), id: v.number(), task: v.opti
  */
 export function createEventHub(listener: Listener, log: Logger): EventHub {
   const byTask = new Map<string, Set<Wake>>()
+  const byTenant = new Map<string, Set<Wake>>()
   const ends = new Set<() => void>()
   let size = 0
+
+  /** Adds `wake` under `key`; each subscription gets its own entry, so one client may subscribe twice. */
+  function subscribe(topics: Map<string, Set<Wake>>, key: string, wake: Wake, end: () => void): () => void {
+    let wakes = topics.get(key)
+    if (!wakes) topics.set(key, (wakes = new Set()))
+    const entry: Wake = (seq) => wake(seq)
+    const endEntry = () => end()
+    wakes.add(entry)
+    ends.add(endEntry)
+    size++
+    return () => {
+      ends.delete(endEntry)
+      if (!wakes.delete(entry)) return
+      size--
+      if (wakes.size === 0 && topics.get(key) === wakes) topics.delete(key)
+    }
+  }
 
   listener.on(Channel.taskEvent, (payload) => {
     let event: v.InferOutput<typeof Notification>
@@ -42,30 +62,17 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
       log.warn({ payload: payload.slice(0, 200) }, 'ignoring a malformed task event notification')
       return
     }
+    for (const wake of byTenant.get(event.tenant) ?? []) wake(event.id)
     if (event.task === undefined) return
     for (const wake of byTask.get(event.task) ?? []) wake(event.seq ?? 0)
   })
   listener.onConnected(() => {
-    for (const wakes of byTask.values()) for (const wake of wakes) wake(0)
+    for (const topics of [byTask, byTenant]) for (const wakes of topics.values()) for (const wake of wakes) wake(0)
   })
 
   return {
-    subscribeTask(taskId, wake, end) {
-      let wakes = byTask.get(taskId)
-      if (!wakes) byTask.set(taskId, (wakes = new Set()))
-      // Each subscription gets its own function identity, so one client may subscribe twice.
-      const entry: Wake = (seq) => wake(seq)
-      const endEntry = () => end()
-      wakes.add(entry)
-      ends.add(endEntry)
-      size++
-      return () => {
-        ends.delete(endEntry)
-        if (!wakes.delete(entry)) return
-        size--
-        if (wakes.size === 0 && byTask.get(taskId) === wakes) byTask.delete(taskId)
-      }
-    },
+    subscribeTask: (taskId, wake, end) => subscribe(byTask, taskId, wake, end),
+    subscribeTenant: (tenantId, wake, end) => subscribe(byTenant, tenantId, () => wake(), end),
     endAll() {
       for (const end of [...ends]) end()
     },

@@ -30,6 +30,7 @@ export class Problem extends Error {
 }
 
 export const notFound = (detail: string) => new Problem(404, 'Not Found', detail)
+export const forbidden = (detail: string) => new Problem(403, 'Forbidden', detail)
 export const conflict = (detail: string) => new Problem(409, 'Conflict', detail)
 export const unauthorized = (detail: string) =>
   new Problem(401, 'Unauthorized', detail, undefined, { 'www-authenticate': 'Bearer realm="taskcast"' })

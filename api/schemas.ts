@@ -74,4 +74,12 @@ export const ListTasksQuery = v.object({
   )),
 })
 
+/** GET /v1/events: the tenant stream, optionally of one type and one queue. */
+export const TenantEventsQuery = v.object({
+  type: v.optional(QueryText),
+  queue: v.optional(QueueName),
+  token: v.optional(v.string()),
+  lastEventId: v.optional(v.string()),
+})
+
 export const CreateStreamToken = v.nullish(v.strictObject({ taskId: v.optional(v.string()) }))

@@ -20,6 +20,82 @@ export async function taskEventsAfter(sql: Sql, taskId: string, afterSeq: number
   return rows.map((row) => ({ ...row, id: Number(row.id) }))
 }
 
+/** An event as the tenant stream shows it: with its task's type and queue. */
+export interface TenantEventRow extends TaskEventRow {
+  type: string
+  queue: string
+}
+
+export interface TenantEventsRead {
+  /**
+   * Every transaction that had an id when this read was made has an id below this bound; pass it
+   * as `since` to a later read to learn when they have all ended.
+   */
+  bound: string
+  /** Every transaction that was running at the read that gave `since` has ended. */
+  settled: boolean
+  rows: TenantEventRow[]
+}
+
+/**
+ * The bound on the ids of running transactions: above the snapshot's xmax, and above the newest
+ * transaction id any backend holds (a running transaction can be past xmax, and then it is not in
+ * the snapshot's list). pg_stat_activity has 32-bit ids; they are widened next to xmax.
+ */
+const runningBound = (sql: Sql) => sql`
+  select greatest(xmax, coalesce(max(xmax + ((backend_xid::text::bigint - xmax % 4294967296 + 6442450944) % 4294967296)
+                                      - 2147483648 + 1), 0))::text as bound
+  from (select pg_snapshot_xmax(pg_current_snapshot())::text::bigint as xmax) now
+  left join pg_stat_activity on backend_xid is not null
+  group by xmax`
+
+/**
+ * A tenant's events after the global id `afterId`, optionally of one type and queue, with what
+ * the caller needs to send them in id order without skipping one.
+ *
+ * Ids are taken when a row is inserted but become visible when its transaction commits, so id 9
+ * can appear after id 10 has been read. Every transaction that can still commit an id below the
+ * highest one a read saw was already running (with a transaction id: ours take one before their
+ * event ids) when that read was made; once every transaction below that read's `bound` has ended
+ * (`settled`, checked against this read's snapshot), nothing at or below that highest id can
+ * appear any more.
+ */
+export async function tenantEventsAfter(
+  sql: Sql,
+  { tenantId, afterId, type, queue, since, limit = 500 }:
+    { tenantId: string; afterId: number; type?: string; queue?: string; since: string | null; limit?: number },
+): Promise<TenantEventsRead> {
+  const rows = await sql<Array<Omit<TenantEventRow, 'id'> & { id: string | null; bound: string; settled: boolean }>>`
+    select running.bound,
+      coalesce(pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${since}::bigint, true) as settled,
+      e.*
+    from (${runningBound(sql)}) running left join lateral (
+      select e.id, e.task_id, e.seq, e.kind, e.data, e.created_at, t.type, t.queue
+      from taskcast.task_events e join taskcast.tasks t on t.id = e.task_id
+      where e.tenant_id = ${tenantId} and e.id > ${afterId}
+        and (${type ?? null}::text is null or t.type = ${type ?? null})
+        and (${queue ?? null}::text is null or t.queue = ${queue ?? null})
+      order by e.id
+      limit ${limit}
+    ) e on true
+    order by e.id`
+  const { bound, settled } = rows[0]!
+  return {
+    bound,
+    settled,
+    rows: rows.flatMap(({ id, taskId, seq, kind, data, createdAt, type, queue }) =>
+      id === null ? [] : [{ id: Number(id), taskId, seq, kind, data, createdAt, type, queue }]),
+  }
+}
+
+/** Where a new tenant stream starts: the tenant's latest event id, and the running bound when it was read. */
+export async function tenantLatestEvent(sql: Sql, tenantId: string): Promise<{ id: number; bound: string }> {
+  const [row] = await sql<[{ id: string; bound: string }]>`
+    select coalesce((select max(id) from taskcast.task_events where tenant_id = ${tenantId}), 0) as id, running.bound
+    from (${runningBound(sql)}) running`
+  return { id: Number(row.id), bound: row.bound }
+}
+
 type Fragment = postgres.PendingQuery<postgres.Row[]>
 
 /**
