@@ -186,4 +186,12 @@ describe('dashboard', () => {
     expect(await page.evaluate(() => (window as any).sameDocument)).toBe(true)
     expect(pageErrors).toEqual([])
   }, 60_000)
+
+  test('signing out forgets the key, closes the stream and empties the list', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click()
+    await connectionState('offline')
+    await page.getByLabel('API key').waitFor()
+    expect(await page.evaluate(() => sessionStorage.length)).toBe(0)
+    expect(await page.locator('#tasks tbody tr').count()).toBe(0)
+  })
 })

@@ -27,7 +27,9 @@ let unauthorized = () => {}
 export const onUnauthorized = (handler) => (unauthorized = handler)
 
 export async function api(path, { method = 'GET', body } = {}) {
-  const headers = { authorization: `Bearer ${session.key}` }
+  const key = session.key
+  if (!key) throw new ApiError(401, { title: 'Signed out', detail: 'enter an API key' })
+  const headers = { authorization: `Bearer ${key}` }
   if (body !== undefined) headers['content-type'] = 'application/json'
   let response, text
   try {
@@ -43,6 +45,7 @@ export async function api(path, { method = 'GET', body } = {}) {
     // not JSON: a proxy's error page, say; the status says enough
   }
   if (response.ok) return data
-  if (response.status === 401) unauthorized()
+  // Only if the key is still the one in use: an answer to a request from before a sign-out is old news.
+  if (response.status === 401 && session.key === key) unauthorized()
   throw new ApiError(response.status, data && typeof data === 'object' ? data : { title: `HTTP ${response.status}` })
 }

@@ -20,6 +20,7 @@ export function createTaskList({ table, empty, errorBox, onOpen }) {
   let filters = { status: '', type: '' }
   let loading = null
   let loadAgain = false
+  let epoch = 0 // bumped by clear(): answers to requests made before it are dropped
 
   const matches = ({ status, type }) =>
     (!filters.status || status === filters.status) && (!filters.type || type === filters.type)
@@ -69,12 +70,16 @@ export function createTaskList({ table, empty, errorBox, onOpen }) {
 
   async function read(id) {
     if (reading.has(id)) return void reading.set(id, true)
+    const mine = epoch
     try {
       do {
         reading.set(id, false)
-        put(await api(`/v1/tasks/${id}`))
+        const task = await api(`/v1/tasks/${id}`)
+        if (mine !== epoch) return
+        put(task)
       } while (reading.get(id))
     } catch (error) {
+      if (mine !== epoch) return
       if (error.status === 404 && tasks.delete(id)) draw()
       else if (error.status !== 404) showProblem(errorBox, error)
     } finally {
@@ -88,7 +93,8 @@ export function createTaskList({ table, empty, errorBox, onOpen }) {
       loadAgain = true
       return loading
     }
-    loading = (async () => {
+    const mine = epoch
+    const run = (async () => {
       do {
         loadAgain = false
         seenWhileLoading.clear()
@@ -97,19 +103,23 @@ export function createTaskList({ table, empty, errorBox, onOpen }) {
         if (filters.type) query.set('type', filters.type)
         try {
           const { items } = await api(`/v1/tasks?${query}`)
+          if (mine !== epoch) break
           tasks.clear()
           for (const task of items) tasks.set(task.id, task)
           draw()
           showProblem(errorBox, null)
         } catch (error) {
+          if (mine !== epoch) break
           showProblem(errorBox, error)
         }
       } while (loadAgain)
-      loading = null
+      if (loading === run) loading = null
+      if (mine !== epoch) return
       // The page read may predate these events: read their tasks again.
       for (const id of seenWhileLoading) void read(id)
     })()
-    return loading
+    loading = run
+    return run
   }
 
   function onEvent(type, data) {
@@ -136,6 +146,10 @@ export function createTaskList({ table, empty, errorBox, onOpen }) {
       return load()
     },
     clear() {
+      epoch++
+      loading = null
+      loadAgain = false
+      reading.clear()
       tasks.clear()
       draw()
       showProblem(errorBox, null)
