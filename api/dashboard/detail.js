@@ -96,10 +96,15 @@ export function createDetail({ traceUrl, onTask }) {
         } catch {
           return
         }
-        byId('timeline').append(el('li', { 'data-event': type, 'data-status': data.status },
+        const timeline = byId('timeline')
+        timeline.append(el('li', { 'data-event': type, 'data-status': data.status },
           el('time', { datetime: data.at }, formatTime(data.at)), ' ', describe(type, data)))
+        timeline.scrollTop = timeline.scrollHeight
         ended = type === 'status' && terminal.has(data.status)
-        if (type === 'progress' && task?.status === 'running') showProgress(data)
+        if (type === 'progress' && task?.status === 'running') {
+          task.progress = { percent: data.percent ?? task.progress?.percent, message: data.message ?? task.progress?.message }
+          showProgress(task.progress)
+        }
         if (type === 'status') void reread(id)
       })
     }
