@@ -18,6 +18,17 @@ export interface TaskTypeDefinition<TPayload extends v.GenericSchema = v.Generic
 const count = (max: number) => v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(max))
 
 export const catalogue = {
+  'demo.noop': {
+    description: 'Does nothing but return the moment it started (epoch ms, sub-millisecond), after `reports` progress reports `intervalMs` apart, each message the moment it was made: for measuring pickup and progress latency.',
+    payload: v.strictObject({
+      reports: v.optional(count(1000), 0),
+      intervalMs: v.optional(count(10_000), 100),
+    }),
+    queue: 'default',
+    maxAttempts: 3,
+    timeoutSeconds: 600,
+    backoff: { baseSeconds: 1, maxSeconds: 60 },
+  },
   'demo.sleep': {
     description: 'Sleeps for `seconds` in `steps` equal steps, reporting progress after each; throws on its first `failTimes` attempts.',
     payload: v.strictObject({

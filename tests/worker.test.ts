@@ -53,6 +53,22 @@ describe('the worker', () => {
     expect(progress.at(-1)!.data).toMatchObject({ percent: 100 })
   })
 
+  test('runs demo.noop: returns when it started, after progress messages stamped with the time they were made', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const { runEnd } = await workerOn([queue])
+    const before = Date.now()
+    const task = await insert(tenant.id, { queue, type: 'demo.noop', payload: { reports: 2, intervalMs: 150 } })
+    expect(await runEnd(task.id)).toBe('succeeded')
+    const stored = await taskGet(testDb().sql, tenant.id, task.id)
+    const startedAt = (stored!.result as { startedAt: number }).startedAt
+    expect(startedAt).toBeGreaterThanOrEqual(before - 1)
+    const stamps = (await taskEventsAfter(testDb().sql, task.id, 0)).filter((event) => event.kind === 'progress').map((event) => Number(event.data.message))
+    expect(stamps).toHaveLength(2)
+    expect(stamps[0]! - startedAt).toBeGreaterThanOrEqual(149)
+    expect(stamps[1]! - stamps[0]!).toBeGreaterThanOrEqual(149)
+  })
+
   test('stores at most ~10 progress reports a second, and always the last one', async () => {
     const tenant = await newTenant()
     const queue = uniqueName('q')

@@ -1,3 +1,4 @@
+import type { Span } from '@opentelemetry/api'
 import type { PayloadOf, TaskType } from '../db/catalogue.ts'
 import type { Logger } from '../observability/log.ts'
 
@@ -15,6 +16,8 @@ export interface TaskContext {
   progress(percent?: number, message?: string): void
   /** A logger whose lines carry the task id, type and attempt. */
   log: Logger
+  /** The attempt's `task.execute` span: add attributes or events, or start child spans under it. */
+  span: Span
 }
 
 /** Runs one task; the returned JSON value becomes the task's result. */

@@ -114,7 +114,7 @@ async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, contro
     span.addEvent('progress', { 'taskcast.progress.percent': value.percent, 'taskcast.progress.message': value.message })
     return persist(() => taskProgress(sql, lease, value), log, 'storing progress')
   }, log)
-  const ctx: TaskContext = { taskId: task.id, attempt: task.attempt, signal, progress: progress.report, log }
+  const ctx: TaskContext = { taskId: task.id, attempt: task.attempt, signal, progress: progress.report, log, span }
   const handler = handlers[task.type] as (payload: unknown, ctx: TaskContext) => Promise<unknown>
   const timeout = setTimeout(
     () => controller.abort(new TaskAbort('timeout', `timed out after ${task.timeoutSeconds} s`)),
