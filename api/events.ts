@@ -27,7 +27,8 @@ export function eventRoutes({ sql, hub, auth, tokens, log, ssePingMs }: AppDeps)
       const task = visible ? await taskGet(sql, claims.tenantId, id) : undefined
       if (!task) throw notFound(`no task ${id}`)
       linkToTaskTrace(task)
-      const afterSeq = parseLastEventId(headers['last-event-id']) ?? 0
+      const afterSeq = parseLastEventId(headers['last-event-id'])
+        ?? parseLastEventId(query.lastEventId, '/query/lastEventId') ?? 0
       // Resuming past the end of a finished task: 204 tells an EventSource to stop reconnecting.
       if (isTerminal(task.status) && afterSeq >= task.lastSeq) return new Response(null, { status: 204 })
       server?.timeout(request, 0) // pings keep the stream alive; no idle cut-off

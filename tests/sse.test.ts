@@ -73,6 +73,9 @@ describe('GET /v1/tasks/:id/events', () => {
     const task = await finishedTask(4)
     const read = await readSse(await openStream(task.id, { 'last-event-id': '3' }))
     expect(read.events.map((event) => Number(event.id))).toEqual([4, 5, 6, 7])
+    // A new EventSource cannot send the header: the lastEventId query parameter does the same.
+    const byQuery = await readSse(await api.request(`/v1/tasks/${task.id}/events?lastEventId=5`, { headers: tenant.auth }))
+    expect(byQuery.events.map((event) => Number(event.id))).toEqual([6, 7])
   })
 
   test('loses and repeats nothing while events are written as the client connects', async () => {
