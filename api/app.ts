@@ -11,6 +11,7 @@ import { eventRoutes } from './events.ts'
 import { healthRoutes } from './health.ts'
 import { createApiMetrics } from './metrics.ts'
 import { createEventHub } from './hub.ts'
+import { apiDocs } from './openapi.ts'
 import { problemHandler } from './problem.ts'
 import { requestTracing } from './request-tracing.ts'
 import { createStreamTokens } from './stream-tokens.ts'
@@ -29,6 +30,7 @@ export function createApp(deps: AppDeps) {
     .use(healthRoutes(deps))
     .use(taskRoutes(deps))
     .use(eventRoutes(deps))
+    .use(apiDocs())
     .use(dashboardRoutes(deps))
 }
 

@@ -1,13 +1,54 @@
+import * as v from 'valibot'
+import { Progress, TaskStatus } from '../db/contracts.ts'
 import type { TaskRow } from '../db/tasks.ts'
 import type { StreamTokens } from './stream-tokens.ts'
+
+const Timestamp = v.pipe(v.string(), v.isoTimestamp(), v.description('ISO 8601, UTC'))
+const wholeNumber = v.pipe(v.number(), v.integer())
+
+/**
+ * A task as clients see it (the spec's task resource). The routes are not validated against it:
+ * it types what taskResource() returns, and so the typed client, and it is the documented shape.
+ */
+export const TaskResource = v.pipe(
+  v.object({
+    id: v.pipe(v.string(), v.uuid(), v.description('UUIDv7')),
+    type: v.pipe(v.string(), v.description('a task type from the catalogue')),
+    queue: v.string(),
+    status: v.pipe(TaskStatus, v.description('queued covers waiting, delayed (runAt in the future) and waiting for a retry; failed means out of attempts or a permanent error')),
+    priority: v.pipe(wholeNumber, v.description('-100..100, higher runs first')),
+    payload: v.pipe(v.unknown(), v.description('as submitted, with the defaults of its type filled in')),
+    result: v.pipe(v.unknown(), v.description('what the handler returned; null until the task succeeds')),
+    error: v.pipe(
+      v.nullable(v.object({ message: v.string(), name: v.string(), retryable: v.boolean() })),
+      v.description('the last error, or null'),
+    ),
+    progress: v.pipe(v.nullable(Progress), v.description('the latest progress report, or null')),
+    attempt: wholeNumber,
+    maxAttempts: wholeNumber,
+    timeoutSeconds: wholeNumber,
+    runAt: Timestamp,
+    createdAt: Timestamp,
+    startedAt: v.nullable(Timestamp),
+    finishedAt: v.nullable(Timestamp),
+    cancelRequested: v.boolean(),
+    traceId: v.pipe(v.nullable(v.string()), v.description('the OpenTelemetry trace id (32 hex characters) of the request that submitted it')),
+    links: v.object({
+      self: v.string(),
+      events: v.pipe(v.string(), v.description('the task\'s SSE stream, with a read-only stream token valid for an hour')),
+      cancel: v.string(),
+    }),
+  }),
+  v.title('Task'),
+)
+export type TaskResource = v.InferOutput<typeof TaskResource>
 
 const iso = (date: Date | null) => date?.toISOString() ?? null
 
 /** The trace id inside a W3C traceparent: "00-<trace id>-<span id>-<flags>". */
 export const traceIdOf = (traceparent: string | null) => traceparent?.split('-')[1] ?? null
 
-/** A task as clients see it (the spec's task resource). */
-export function taskResource(task: TaskRow, tokens: StreamTokens) {
+export function taskResource(task: TaskRow, tokens: StreamTokens): TaskResource {
   const self = `/v1/tasks/${task.id}`
   const { token } = tokens.sign({ tenantId: task.tenantId, taskId: task.id })
   return {
@@ -23,8 +64,8 @@ export function taskResource(task: TaskRow, tokens: StreamTokens) {
     attempt: task.attempt,
     maxAttempts: task.maxAttempts,
     timeoutSeconds: task.timeoutSeconds,
-    runAt: iso(task.runAt),
-    createdAt: iso(task.createdAt),
+    runAt: task.runAt.toISOString(),
+    createdAt: task.createdAt.toISOString(),
     startedAt: iso(task.startedAt),
     finishedAt: iso(task.finishedAt),
     cancelRequested: task.cancelRequested,
@@ -32,5 +73,3 @@ export function taskResource(task: TaskRow, tokens: StreamTokens) {
     links: { self, events: `${self}/events?token=${token}`, cancel: `${self}/cancel` },
   }
 }
-
-export type TaskResource = ReturnType<typeof taskResource>
