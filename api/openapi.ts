@@ -3,6 +3,7 @@ import { toJsonSchema, toJsonSchemaDefs } from '@valibot/to-json-schema'
 import { Elysia } from 'elysia'
 import * as v from 'valibot'
 import { catalogue, taskTypes } from '../db/catalogue.ts'
+import { defaultPageSize } from './schemas.ts'
 import { TaskResource } from './task-resource.ts'
 
 /**
@@ -189,7 +190,7 @@ export const operations = {
       { name: 'status', in: 'query', description: `only these statuses: comma-separated, or the parameter repeated (${['queued', 'running', 'succeeded', 'failed', 'canceled'].join(', ')})` },
       { name: 'type', in: 'query', description: `only this task type (${taskTypes.join(', ')})` },
       { name: 'queue', in: 'query', description: 'only this queue' },
-      { name: 'limit', in: 'query', description: 'page size, 1..100 (default 20)' },
+      { name: 'limit', in: 'query', description: `page size, 1..100 (default ${defaultPageSize})` },
       { name: 'cursor', in: 'query', description: 'nextCursor of the previous page' },
     ],
     responses: {

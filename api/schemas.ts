@@ -1,5 +1,5 @@
 import * as v from 'valibot'
-import { catalogue, taskTypes } from '../db/catalogue.ts'
+import { catalogue, taskTypes, type Catalogue, type TaskType } from '../db/catalogue.ts'
 import { QueueName, TaskStatus } from '../db/contracts.ts'
 
 const wholeNumber = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max))
@@ -18,17 +18,32 @@ const taskOptions = {
   timeoutSeconds: v.optional(wholeNumber(1, 604_800)),
 }
 
+/** A submission of one task type, its payload checked by that type's schema; an omitted payload is checked as {}. */
+const submission = <T extends TaskType>(type: T) => v.strictObject({
+  type: v.literal(type),
+  // The {} default is checked like a sent payload: its type says nothing (never) for {} to break.
+  payload: v.optional(catalogue[type].payload as Catalogue[T]['payload'], {} as never),
+  ...taskOptions,
+})
+type Submission = { [T in TaskType]: ReturnType<typeof submission<T>> }[TaskType]
+
+/**
+ * Elysia types a route's body by its schema's output, and the typed client (Eden) takes its
+ * argument types from there. A submission's output only adds defaults to its input, so the input
+ * type describes both; typed by it, clients may leave out what has a default.
+ */
+const typedAsInput = <S extends v.GenericSchema>(schema: S) => schema as v.GenericSchema<v.InferInput<S>, v.InferInput<S>>
+
 /** POST /v1/tasks: one variant per catalogued type, each with that type's payload schema. */
-export const CreateTask = v.variant(
+export const CreateTask = typedAsInput(v.variant(
   'type',
-  taskTypes.map((type) =>
-    v.strictObject({ type: v.literal(type), payload: v.optional(catalogue[type].payload as v.GenericSchema, {}), ...taskOptions })),
+  taskTypes.map(submission) as Submission[],
   (issue) => issue.expected === 'Object'
     ? 'send a JSON object: {"type": "…", "payload": {…}}'
     : issue.received === 'undefined'
       ? `type is required; known types: ${taskTypes.join(', ')}`
       : `unknown task type ${issue.received}; known types: ${taskTypes.join(', ')}`,
-)
+))
 export type CreateTask = v.InferOutput<typeof CreateTask>
 
 export const maxBatchSize = 1000
@@ -54,6 +69,8 @@ export const isUuid = (s: string) => uuidPattern.test(s)
 /** Keyset cursors are opaque to clients: base64url of the last id of the previous page. */
 export const encodeCursor = (id: string) => Buffer.from(id).toString('base64url')
 
+export const defaultPageSize = 20
+
 export const ListTasksQuery = v.object({
   // status=queued,running or status=queued&status=running (Elysia may hand either over as an array).
   status: v.optional(v.pipe(
@@ -63,10 +80,8 @@ export const ListTasksQuery = v.object({
   )),
   type: v.optional(QueryText),
   queue: v.optional(QueueName),
-  limit: v.optional(
-    v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.minValue(1), v.maxValue(100)),
-    '20',
-  ),
+  // No default here, so that the typed client, which sees the output type, may leave it out.
+  limit: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.minValue(1), v.maxValue(100))),
   cursor: v.optional(v.pipe(
     v.string(),
     v.transform((s) => Buffer.from(s, 'base64url').toString('latin1')),

@@ -9,7 +9,7 @@ import { setEnqueuedTaskId, withEnqueueSpan } from '../observability/spans.ts'
 import type { TraceCarrier } from '../observability/trace-context.ts'
 import type { AppDeps } from './deps.ts'
 import { conflict, fieldErrors, invalid, notFound } from './problem.ts'
-import { CreateTask, CreateTaskBatch, encodeCursor, IdempotencyKey, isUuid, ListTasksQuery } from './schemas.ts'
+import { CreateTask, CreateTaskBatch, defaultPageSize, encodeCursor, IdempotencyKey, isUuid, ListTasksQuery } from './schemas.ts'
 import { taskResource } from './task-resource.ts'
 
 /** A submission with the type's defaults filled in, carrying the trace it was enqueued in. */
@@ -73,18 +73,19 @@ export function taskRoutes({ sql, auth, tokens, metrics }: AppDeps) {
       return { items: stored.map((task) => taskResource(task, tokens)) }
     }, { body: CreateTaskBatch })
     .get('/', async ({ query, tenant }) => {
+      const limit = query.limit ?? defaultPageSize
       const rows = await taskList(sql, {
         tenantId: tenant.id,
         statuses: query.status,
         type: query.type,
         queue: query.queue,
         before: query.cursor,
-        limit: query.limit + 1,
+        limit: limit + 1,
       })
-      const items = rows.slice(0, query.limit)
+      const items = rows.slice(0, limit)
       return {
         items: items.map((row) => taskResource(row, tokens)),
-        nextCursor: rows.length > query.limit ? encodeCursor(items.at(-1)!.id) : null,
+        nextCursor: rows.length > limit ? encodeCursor(items.at(-1)!.id) : null,
       }
     }, { query: ListTasksQuery })
     .get('/:id', async ({ params: { id }, tenant }) => {

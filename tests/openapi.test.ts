@@ -139,7 +139,7 @@ describe('GET /openapi.json', () => {
   test('takes query parameters from the route schemas, and adds the headers and tokens handlers read', () => {
     expect(operation('GET /v1/tasks').parameters.map((p: any) => `${p.in} ${p.name}`))
       .toEqual(['query status', 'query type', 'query queue', 'query limit', 'query cursor'])
-    expect(parameter('GET /v1/tasks', 'query', 'limit')).toMatchObject({ required: false, schema: { type: 'string', default: '20' } })
+    expect(parameter('GET /v1/tasks', 'query', 'limit')).toMatchObject({ required: false, schema: { type: 'string', pattern: '^\\d+$' } })
     for (const name of ['type', 'queue', 'token', 'lastEventId']) expect(parameter('GET /v1/events', 'query', name)).toBeDefined()
     for (const route of streams) {
       expect(parameter(route, 'query', 'token')).toBeDefined()
