@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto'
 import { Elysia } from 'elysia'
 import stableStringify from 'safe-stable-stringify'
 import * as v from 'valibot'
+import { createBatcher } from '../db/batch.ts'
 import { catalogue } from '../db/catalogue.ts'
+import { isDataError } from '../db/client.ts'
 import { taskInsertIdempotent } from '../db/idempotency.ts'
 import { taskCancel, taskGet, taskInsert, taskList, taskRetry, type NewTask } from '../db/tasks.ts'
 import { setEnqueuedTaskId, withEnqueueSpan } from '../observability/spans.ts'
@@ -44,6 +46,8 @@ const requestHash = (body: unknown) => createHash('sha256').update(stableStringi
 const queueOf = (body: CreateTask) => ({ type: body.type, queue: body.queue ?? catalogue[body.type].queue })
 
 export function taskRoutes({ sql, auth, tokens, metrics }: AppDeps) {
+  // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
+  const insert = createBatcher((tasks: NewTask[]) => taskInsert(sql, tasks), { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
   return new Elysia({ prefix: '/v1/tasks' })
     .derive(async ({ headers }) => ({ tenant: await auth.bearer(headers.authorization) }))
     .post('/', async ({ body, headers, tenant, set }) => {
@@ -52,7 +56,7 @@ export function taskRoutes({ sql, auth, tokens, metrics }: AppDeps) {
         const task = newTask(tenant.id, body, trace)
         setEnqueuedTaskId(task.id)
         return key === undefined
-          ? { outcome: 'created' as const, task: (await taskInsert(sql, [task]))[0]! }
+          ? { outcome: 'created' as const, task: await insert(task) }
           : await taskInsertIdempotent(sql, key, requestHash(body), task)
       })
       if (stored.outcome === 'conflict') {

@@ -1,0 +1,112 @@
+/**
+ * HTTP load for `bun run bench`, run as a process of its own so that the runner's work does not
+ * share its event loop. Argument: one JSON object; prints one JSON line with what it measured.
+ *
+ *   submit   `connections` loops, each POSTing one task at a time for `seconds`
+ *   batch    `connections` loops, each POSTing batches of `batchSize` tasks for `seconds`
+ *   paced    one task every `intervalMs` for `seconds`, not waiting for answers; sends back each
+ *            task id with the time its request was sent
+ *   progress submits `tasks` demo.noop tasks reporting progress, follows each one's stream and
+ *            times each progress event from its report (the message) to its arrival here
+ */
+import { createParser } from 'eventsource-parser'
+import { preciseNow, quantile } from './services.ts'
+
+interface Args {
+  mode: 'submit' | 'batch' | 'paced' | 'progress'
+  url: string
+  key: string
+  queue: string
+  seconds: number
+  connections: number
+  batchSize: number
+  intervalMs: number
+  tasks: number
+  reports: number
+}
+
+const args = JSON.parse(process.argv[2] ?? '{}') as Args
+const headers = { authorization: `Bearer ${args.key}`, 'content-type': 'application/json' }
+const noop = (extra: Record<string, unknown> = {}) => ({ type: 'demo.noop', queue: args.queue, payload: {}, ...extra })
+
+function post(path: string, body: unknown) {
+  return fetch(`${args.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
+}
+
+async function loops(request: () => Promise<{ ok: boolean; tasks: number }>) {
+  const latencies: number[] = []
+  let tasks = 0
+  let errors = 0
+  const started = performance.now()
+  const deadline = started + args.seconds * 1000
+  await Promise.all(Array.from({ length: args.connections }, async () => {
+    while (performance.now() < deadline) {
+      const sent = performance.now()
+      const outcome = await request().catch(() => ({ ok: false, tasks: 0 }))
+      latencies.push(performance.now() - sent)
+      if (outcome.ok) tasks += outcome.tasks
+      else errors++
+    }
+  }))
+  const seconds = (performance.now() - started) / 1000
+  return { tasksPerSecond: tasks / seconds, tasks, errors, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99) }
+}
+
+async function paced() {
+  const sent: Array<Promise<{ id: string; sentAt: number } | undefined>> = []
+  const started = performance.now()
+  for (let i = 0; performance.now() - started < args.seconds * 1000; i++) {
+    const due = started + i * args.intervalMs
+    const wait = due - performance.now()
+    if (wait > 0) await Bun.sleep(wait)
+    const sentAt = preciseNow()
+    sent.push(post('/v1/tasks', noop()).then(async (response) => {
+      if (response.status !== 202) return undefined
+      return { id: ((await response.json()) as { id: string }).id, sentAt }
+    }))
+  }
+  const tasks = (await Promise.all(sent)).filter((task) => task !== undefined)
+  return { tasks, errors: sent.length - tasks.length }
+}
+
+async function progress() {
+  const delays: number[] = []
+  let events = 0
+  await Promise.all(Array.from({ length: args.tasks }, async () => {
+    const response = await post('/v1/tasks', noop({ payload: { reports: args.reports, intervalMs: args.intervalMs } }))
+    const task = (await response.json()) as { links: { events: string } }
+    const stream = await fetch(`${args.url}${task.links.events}`)
+    const parser = createParser({
+      onEvent(event) {
+        const arrived = preciseNow()
+        if (event.event !== 'progress') return
+        const reported = Number((JSON.parse(event.data) as { message?: string }).message)
+        if (Number.isFinite(reported)) delays.push(arrived - reported)
+        events++
+      },
+    })
+    for await (const chunk of stream.body!.pipeThrough(new TextDecoderStream())) parser.feed(chunk)
+  }))
+  return { events, p50: quantile(delays, 0.5), p99: quantile(delays, 0.99) }
+}
+
+const modes = {
+  submit: () => loops(async () => {
+    const response = await post('/v1/tasks', noop())
+    await response.arrayBuffer()
+    return { ok: response.status === 202, tasks: 1 }
+  }),
+  batch: () => {
+    const body = { tasks: Array.from({ length: args.batchSize }, () => noop()) }
+    return loops(async () => {
+      const response = await post('/v1/tasks/batch', body)
+      await response.arrayBuffer()
+      return { ok: response.status === 202, tasks: args.batchSize }
+    })
+  },
+  paced,
+  progress,
+}
+
+console.log(JSON.stringify(await modes[args.mode]()))
+process.exit(0)

@@ -1,0 +1,137 @@
+import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import type { Subprocess } from 'bun'
+
+export const root = resolve(import.meta.dir, '..')
+
+/** This process's clock in epoch milliseconds, to a fraction of a millisecond (as demo.noop reports). */
+export const preciseNow = () => performance.timeOrigin + performance.now()
+
+/** The q-quantile (0..1) of some numbers, or null when there are none. */
+export function quantile(values: number[], q: number): number | null {
+  if (values.length === 0) return null
+  const sorted = values.toSorted((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!
+}
+
+/** Resident memory of a process in MiB (VmRSS), or its peak (VmHWM). */
+export function rssMiB(pid: number, peak = false): number | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = new RegExp(`^${peak ? 'VmHWM' : 'VmRSS'}:\\s+(\\d+)`, 'm').exec(status)?.[1]
+    return kb ? Number(kb) / 1024 : null
+  } catch {
+    return null
+  }
+}
+
+export interface Service {
+  proc: Subprocess<'ignore', 'pipe', 'inherit'>
+  /** Resolves with the first JSON log line that matches. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
+  stop(): Promise<void>
+}
+
+/** Runs a Bun script of this repository, reading its JSON log lines from stdout. */
+export function spawnBun(entry: string, env: Record<string, string>, args: string[] = []): Service {
+  const proc = Bun.spawn([process.execPath, join(root, entry), ...args], {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'inherit',
+  })
+  const lines: Array<Record<string, unknown>> = []
+  const waiters = new Set<(line: Record<string, unknown>) => void>()
+  void (async () => {
+    let buffer = ''
+    for await (const chunk of proc.stdout.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk
+      for (let newline = buffer.indexOf('\n'); newline >= 0; newline = buffer.indexOf('\n')) {
+        const text = buffer.slice(0, newline)
+        buffer = buffer.slice(newline + 1)
+        try {
+          const line = JSON.parse(text) as Record<string, unknown>
+          lines.push(line)
+          for (const waiter of waiters) waiter(line)
+        } catch {
+          // not a JSON line
+        }
+      }
+    }
+  })()
+  return {
+    proc,
+    waitForLog(match, timeoutMs = 30_000) {
+      const seen = lines.find(match)
+      if (seen) return Promise.resolve(seen)
+      return new Promise((resolvePromise, reject) => {
+        const waiter = (line: Record<string, unknown>) => {
+          if (!match(line)) return
+          waiters.delete(waiter)
+          clearTimeout(timer)
+          resolvePromise(line)
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(waiter)
+          reject(new Error(`${entry}: no expected log line within ${timeoutMs} ms`))
+        }, timeoutMs)
+        waiters.add(waiter)
+        void proc.exited.then((code) => {
+          if (!waiters.delete(waiter)) return
+          clearTimeout(timer)
+          reject(new Error(`${entry} exited (${code}) before the expected log line`))
+        })
+      })
+    },
+    async stop() {
+      proc.kill('SIGTERM')
+      const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
+      await proc.exited
+      clearTimeout(killer)
+    },
+  }
+}
+
+/** The API on a free port, ready (migrations current, LISTEN up). Logs at warn and above only. */
+export async function startApi(databaseUrl: string, env: Record<string, string> = {}) {
+  const service = spawnBun('api/main.ts', {
+    DATABASE_URL: databaseUrl,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    TASKCAST_STREAM_SECRET: 'bench-stream-secret-0123456789abcdef',
+    ...env,
+    LOG_LEVEL: 'info', // the port comes in the "listening" line; nothing per request is logged at info
+  })
+  const listening = await service.waitForLog((line) => line.message === 'listening')
+  const url = `http://127.0.0.1:${listening.port}`
+  for (let ready = false; !ready; await Bun.sleep(20)) {
+    ready = await fetch(`${url}/readyz`).then((response) => response.ok, () => false)
+  }
+  return { ...service, url }
+}
+
+export async function startWorker(databaseUrl: string, queue: string, env: Record<string, string> = {}) {
+  const service = spawnBun('worker/main.ts', {
+    DATABASE_URL: databaseUrl,
+    WORKER_QUEUES: queue,
+    WORKER_CONCURRENCY: '16',
+    ...env,
+    LOG_LEVEL: 'info',
+  })
+  await service.waitForLog((line) => line.message === 'worker started')
+  return service
+}
+
+/** Runs a bench client script to its end and parses the one JSON line it prints last. */
+export async function runClient<T>(entry: string, args: Record<string, string | number>): Promise<T> {
+  const proc = Bun.spawn([process.execPath, join(root, entry), JSON.stringify(args)], {
+    cwd: root,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'inherit',
+  })
+  const [text, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+  if (code !== 0) throw new Error(`${entry} exited with ${code}`)
+  return JSON.parse(text.trim().split('\n').at(-1)!) as T
+}
