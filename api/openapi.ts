@@ -318,7 +318,9 @@ function mergeParameters(derived: Parameter[], described: Parameter[]): Paramete
   const words = (parameter: Parameter) => described.find((d) => sameParameter(d, parameter))?.description
   return [
     ...derived.map((parameter) => ({ ...parameter, description: words(parameter) ?? parameter.description })),
-    ...described.filter((d) => !derived.some((parameter) => sameParameter(d, parameter))),
+    ...described
+      .filter((d) => !derived.some((parameter) => sameParameter(d, parameter)))
+      .map((d) => ({ required: false, schema: { type: 'string' }, ...d })),
   ]
 }
 
