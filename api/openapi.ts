@@ -144,7 +144,7 @@ interface Document { paths: Record<string, Record<string, Operation>>; [key: str
 interface Described extends Operation { operationId: string; tags: string[]; summary: string; responses: Record<number, object> }
 
 /** What each route tells the document beyond its schemas, by method and path. */
-export const operations = {
+const operations = {
   'POST /v1/tasks': {
     operationId: 'createTask',
     tags: ['tasks'],
