@@ -21,6 +21,12 @@ export interface SqlOptions {
   applicationName: string
   /** The server cancels a statement running longer than this. */
   statementTimeoutMs?: number
+  /**
+   * false: commits return before their WAL is flushed (synchronous_commit off), for writes that
+   * may be lost in a database crash without losing work, such as claims: a lost claim leaves its
+   * task queued, to run again.
+   */
+  synchronousCommit?: boolean
 }
 
 /**
@@ -28,7 +34,7 @@ export interface SqlOptions {
  * Connecting gives up after 3 s, reconnecting waits at most 1 s, and statements end after
  * `statementTimeoutMs`, so a database that is down or stuck makes callers fail fast, not hang.
  */
-export function createSql(url: string, { max = 10, applicationName, statementTimeoutMs = 30_000 }: SqlOptions): Sql {
+export function createSql(url: string, { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true }: SqlOptions): Sql {
   return postgres(url, {
     max,
     connect_timeout: 3,
@@ -38,7 +44,11 @@ export function createSql(url: string, { max = 10, applicationName, statementTim
     idle_timeout: 60,
     onnotice: () => {},
     transform: { column: { from: postgres.toCamel } },
-    connection: { application_name: applicationName, statement_timeout: statementTimeoutMs },
+    connection: {
+      application_name: applicationName,
+      statement_timeout: statementTimeoutMs,
+      ...(synchronousCommit ? {} : { synchronous_commit: 'off' }),
+    },
   })
 }
 

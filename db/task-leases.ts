@@ -70,14 +70,26 @@ export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): 
 }
 
 export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Promise<TaskRow | undefined> {
-  const [task] = await withEvent<TaskRow>(sql, sql`
-    update taskcast.tasks
-    set status = 'succeeded', result = ${result === undefined ? null : sql.json(result as postgres.JSONValue)},
-        finished_at = now(), locked_by = null, lease_until = null, last_seq = last_seq + 1
-    where ${fenced(sql, lease)}
-    returning *`,
+  return (await taskSucceedMany(sql, lease.workerId, [{ lease, result }]))[0]
+}
+
+/**
+ * Ends many running attempts of one worker as succeeded in one statement (one commit, one NOTIFY
+ * round): each fenced by its lease like taskSucceed. Returns, in order, each task's row, or
+ * undefined for an attempt that was fenced out.
+ */
+export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>): Promise<Array<TaskRow | undefined>> {
+  const rows = await withEvent<TaskRow>(sql, sql`
+    update taskcast.tasks t
+    set status = 'succeeded', result = v.result::jsonb, finished_at = now(), locked_by = null, lease_until = null,
+        last_seq = t.last_seq + 1
+    from unnest(${done.map((d) => d.lease.id)}::uuid[], ${done.map((d) => d.lease.attempt)}::int[],
+                ${done.map((d) => (d.result === undefined ? null : JSON.stringify(d.result)))}::text[]) as v(id, attempt, result)
+    where t.id = v.id and t.status = 'running' and t.attempt = v.attempt and t.locked_by = ${workerId}
+    returning t.*`,
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`)
-  return task
+  const byId = new Map(rows.map((row) => [row.id, row]))
+  return done.map((d) => byId.get(d.lease.id))
 }
 
 /** Ends the task as failed: out of attempts, or a permanent error. */

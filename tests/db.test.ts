@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { createSql } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
 import { taskEventsAfter } from '../db/task-events.ts'
-import { taskClaim, taskClaimCandidates, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
+import { taskClaim, taskClaimCandidates, taskProgress, taskSucceed, taskSucceedMany, type Lease } from '../db/task-leases.ts'
 import { taskCancel, taskInsert } from '../db/tasks.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
 import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
@@ -136,6 +136,24 @@ describe('taskClaim', () => {
 })
 
 describe('writes of a claimed attempt', () => {
+  test('many successes are stored in one statement, each fenced by its own lease', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const tasks = await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
+    await claimAll(queue, 3, 'worker-a')
+    const lease = (i: number): Lease => ({ id: tasks[i]!.id, attempt: 1, workerId: 'worker-a' })
+    const stored = await taskSucceedMany(sql, 'worker-a', [
+      { lease: lease(2), result: { n: 2 } },
+      { lease: { ...lease(0), attempt: 2 }, result: { stale: true } },
+      { lease: lease(1), result: null },
+    ])
+    expect(stored.map((row) => row?.result ?? row?.status)).toEqual([{ n: 2 }, undefined, 'succeeded'])
+    const events = await taskEventsAfter(sql, tasks[2]!.id, 0)
+    expect(events.at(-1)!.data).toEqual({ status: 'succeeded', attempt: 1, result: { n: 2 } })
+    expect((await taskEventsAfter(sql, tasks[0]!.id, 0)).at(-1)!.data).toMatchObject({ status: 'running' })
+  })
+
   test('are fenced by task, attempt and worker', async () => {
     const { sql } = testDb()
     const tenant = await newTenant()

@@ -33,6 +33,8 @@ const workerId = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)
 const log = createLogger(config.OTEL_SERVICE_NAME).child({ workerId })
 
 const sql = traceSql(createSql(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker' }))
+// Claims need not wait for their commit to reach disk: one lost in a crash leaves its task queued.
+const claimSql = traceSql(createSql(config.DATABASE_URL, { max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false }))
 const listener = createListener({
   url: config.DATABASE_URL,
   applicationName: 'taskcast-worker-listen',
@@ -41,6 +43,7 @@ const listener = createListener({
 })
 const worker = createWorker({
   sql,
+  claimSql,
   listener,
   log,
   workerId,
@@ -66,7 +69,7 @@ async function shutdown(signal: string) {
     [
       () => worker.stop(config.TASKCAST_SHUTDOWN_GRACE_SECONDS * 1000),
       () => metricsServer?.stop(true),
-      () => sql.end({ timeout: 5 }),
+      () => Promise.all([sql.end({ timeout: 5 }), claimSql.end({ timeout: 5 })]),
       telemetry.shutdown,
     ],
     (error) => log.error({ err: error }, 'shutdown step failed'),

@@ -7,7 +7,6 @@ import {
   taskFail,
   taskProgress,
   taskRetryLater,
-  taskSucceed,
   type Lease,
 } from '../db/task-leases.ts'
 import type { TaskRow } from '../db/tasks.ts'
@@ -33,6 +32,8 @@ export interface RunOptions {
   workerId: string
   /** Aborted by the loop on cancel or shutdown; the run adds the timeout. */
   controller: AbortController
+  /** Stores a successful outcome (the loop batches them); undefined when the lease was lost. */
+  succeed(lease: Lease, result: unknown): Promise<TaskRow | undefined>
   /** Told when a failed attempt will run again, so the loop can wake up for it. */
   onRetryScheduled?: (at: Date) => void
   /** child: the attempt's span continues the enqueuing trace; link: a new trace linking to it. */
@@ -80,7 +81,7 @@ export async function runTask(task: TaskRow, options: RunOptions): Promise<RunEn
  * is fenced by the lease (task id, attempt, worker), so an attempt that lost its lease cannot
  * overwrite a newer one.
  */
-async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, controller, onRetryScheduled }: RunOptions, span: Span): Promise<RunEnd> {
+async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, controller, succeed, onRetryScheduled }: RunOptions, span: Span): Promise<RunEnd> {
   const lease: Lease = { id: task.id, attempt: task.attempt, workerId }
   const log = workerLog.child({ taskId: task.id, type: task.type, attempt: task.attempt })
   const signal = controller.signal
@@ -156,7 +157,7 @@ async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, contro
     return fail(new PermanentError(`the result is not JSON: ${(error as Error).message}`), true)
   }
   try {
-    return (await store(() => taskSucceed(sql, lease, result))) ? 'succeeded' : 'lease-lost'
+    return (await store(() => succeed(lease, result))) ? 'succeeded' : 'lease-lost'
   } catch (error) {
     if (!isDataError(error)) throw error
     return fail(new PermanentError(`the result cannot be stored: ${(error as Error).message}`), true)
