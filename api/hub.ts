@@ -14,6 +14,12 @@ export interface EventHub {
   subscribeTask(taskId: string, wake: Wake, end: () => void): () => void
   /** Wakes `wake` on each new event of any task of the tenant, until the returned function is called. */
   subscribeTenant(tenantId: string, wake: () => void, end: () => void): () => void
+  /**
+   * Runs `read` for a task's events after `afterSeq`, or joins the same read already running when
+   * no event of that task was notified since it started: many streams of one task, woken by one
+   * event, make one query.
+   */
+  sharedRead<T>(taskId: string, afterSeq: number, read: () => Promise<T>): Promise<T>
   /** Ends every subscribed stream (API shutdown): clients reconnect elsewhere with Last-Event-ID. */
   endAll(): void
   /** Open subscriptions, for metrics and tests. */
@@ -36,6 +42,11 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
   const byTenant = new Map<string, Set<Wake>>()
   const ends = new Set<() => void>()
   let size = 0
+  /** Notifications seen per subscribed task (and in all, for reconnects): a read is current until the next. */
+  const notified = new Map<string, number>()
+  let reconnects = 0
+  const reads = new Map<string, { generation: string; result: Promise<unknown> }>()
+  const generation = (taskId: string) => `${reconnects}:${notified.get(taskId) ?? 0}`
 
   /** Adds `wake` under `key`; each subscription gets its own entry, so one client may subscribe twice. */
   function subscribe(topics: Map<string, Set<Wake>>, key: string, wake: Wake, end: () => void): () => void {
@@ -50,7 +61,10 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
       ends.delete(endEntry)
       if (!wakes.delete(entry)) return
       size--
-      if (wakes.size === 0 && topics.get(key) === wakes) topics.delete(key)
+      if (wakes.size === 0 && topics.get(key) === wakes) {
+        topics.delete(key)
+        notified.delete(key)
+      }
     }
   }
 
@@ -64,15 +78,33 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
     }
     for (const wake of byTenant.get(event.tenant) ?? []) wake(event.id)
     if (event.task === undefined) return
-    for (const wake of byTask.get(event.task) ?? []) wake(event.seq ?? 0)
+    const wakes = byTask.get(event.task)
+    if (!wakes) return
+    notified.set(event.task, (notified.get(event.task) ?? 0) + 1)
+    for (const wake of wakes) wake(event.seq ?? 0)
   })
   listener.onConnected(() => {
+    reconnects++
     for (const topics of [byTask, byTenant]) for (const wakes of topics.values()) for (const wake of wakes) wake(0)
   })
 
   return {
     subscribeTask: (taskId, wake, end) => subscribe(byTask, taskId, wake, end),
     subscribeTenant: (tenantId, wake, end) => subscribe(byTenant, tenantId, () => wake(), end),
+    sharedRead<T>(taskId: string, afterSeq: number, read: () => Promise<T>): Promise<T> {
+      const key = `${taskId}:${afterSeq}`
+      const current = generation(taskId)
+      const running = reads.get(key)
+      if (running?.generation === current) return running.result as Promise<T>
+      const result = read()
+      const entry = { generation: current, result }
+      reads.set(key, entry)
+      const forget = () => {
+        if (reads.get(key) === entry) reads.delete(key)
+      }
+      result.then(forget, forget)
+      return result
+    },
     endAll() {
       for (const end of [...ends]) end()
     },

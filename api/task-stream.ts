@@ -19,6 +19,14 @@ export interface TaskStreamOptions {
 
 const pageSize = 500
 
+/** Rows read once for many streams are framed once. */
+const frames = new WeakMap<TaskEventRow, string>()
+function frameOf(row: TaskEventRow): string {
+  let frame = frames.get(row)
+  if (frame === undefined) frames.set(row, (frame = sseFrame(row.seq, row.kind, eventData(row))))
+  return frame
+}
+
 const endsStream = (row: TaskEventRow) => row.kind === 'status' && isTerminal(String(row.data.status))
 
 /**
@@ -39,10 +47,11 @@ export function taskEventStream({ sql, hub, log, taskId, afterSeq, pingMs, signa
     async read(send) {
       let rows: TaskEventRow[]
       do {
-        rows = await taskEventsAfter(sql, taskId, cursor, pageSize)
+        const after = cursor
+        rows = await hub.sharedRead(taskId, after, () => taskEventsAfter(sql, taskId, after, pageSize))
         if (signal.aborted) return 'end'
         for (const row of rows) {
-          send(sseFrame(row.seq, row.kind, eventData(row)))
+          send(frameOf(row))
           cursor = row.seq
           latest = row
         }

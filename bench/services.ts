@@ -34,7 +34,11 @@ export interface Service {
 
 /** Runs a Bun script of this repository, reading its JSON log lines from stdout. */
 export function spawnBun(entry: string, env: Record<string, string>, args: string[] = []): Service {
-  const proc = Bun.spawn([process.execPath, join(root, entry), ...args], {
+  // BENCH_PROFILE=api (or worker): that service writes a CPU profile (markdown) to /tmp/taskcast-profile.
+  const profile = process.env.BENCH_PROFILE && entry.startsWith(process.env.BENCH_PROFILE)
+    ? ['--cpu-prof-md', '--cpu-prof-dir=/tmp/taskcast-profile']
+    : []
+  const proc = Bun.spawn([process.execPath, ...profile, join(root, entry), ...args], {
     cwd: root,
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
     stdin: 'ignore',

@@ -1,0 +1,42 @@
+import { expect, test } from 'bun:test'
+import { createEventHub } from '../api/hub.ts'
+import { Channel } from '../db/client.ts'
+import { createListener } from '../db/listener.ts'
+import { testDb } from './support/database.ts'
+import { quietLog, until } from './support/fixtures.ts'
+
+test('streams of one task share a read of its events, but never one that began before the latest event', async () => {
+  const { sql, url } = testDb()
+  const listener = createListener({ url, applicationName: 'taskcast-test-hub', log: quietLog })
+  const hub = createEventHub(listener, quietLog)
+  await listener.start()
+  try {
+    const taskId = crypto.randomUUID()
+    const woken: number[] = []
+    const unsubscribe = hub.subscribeTask(taskId, (seq) => woken.push(seq), () => {})
+    let reads = 0
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const read = () => {
+      const n = ++reads
+      return gate.then(() => n)
+    }
+
+    const first = hub.sharedRead(taskId, 3, read)
+    const joined = hub.sharedRead(taskId, 3, read)
+    const otherCursor = hub.sharedRead(taskId, 2, read)
+    expect(reads).toBe(2)
+
+    await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({ tenant: crypto.randomUUID(), id: 1, task: taskId, seq: 4 })})`
+    await until(async () => woken.length === 1, 5000, 'the notification')
+    const afterEvent = hub.sharedRead(taskId, 3, read)
+    expect(reads).toBe(3)
+
+    release()
+    expect(await Promise.all([first, joined, otherCursor, afterEvent])).toEqual([1, 1, 2, 3])
+    expect(await hub.sharedRead(taskId, 3, read)).toBe(4) // a finished read is not reused
+    unsubscribe()
+  } finally {
+    await listener.stop()
+  }
+})
