@@ -1,6 +1,6 @@
 /**
- * Many SSE clients for the fan-out workload, in a process of their own. Argument: one JSON object
- * { url, key, taskIds, clients, eventsPerStream, timeoutSeconds }. Opens `clients` task streams,
+ * Many SSE clients for the fan-out workload, in a process of their own. Argument: the path of a
+ * JSON file { url, key, taskIds, clients, eventsPerStream, timeoutSeconds }. Opens `clients` task streams,
  * spread evenly over `taskIds`; prints {"message":"connected"} once each has its replay, then
  * times every progress event from its report (the message) to its arrival, and prints
  * {"message":"done", …} once every stream has `eventsPerStream` of them (or at the timeout).
@@ -17,7 +17,7 @@ interface Args {
   timeoutSeconds: number
 }
 
-const args = JSON.parse(process.argv[2] ?? '{}') as Args
+const args = (await Bun.file(process.argv[2]!).json()) as Args
 const delays: number[] = []
 let complete = 0
 let connected = 0
