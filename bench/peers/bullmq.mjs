@@ -40,11 +40,21 @@ export function describe({ workload, concurrency }) {
   return `bullmq: Redis db ${db}; ${producer}${workload === "enqueue" ? "" : `; ${worker}`}${events}`;
 }
 
+// ioredis retries a refused connection forever; a bench run should fail fast instead.
+function reachable(promise) {
+  const { host, port } = connection();
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis at ${host}:${port} did not answer within 10 s`)), 10_000);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 // Deletes every key under the prefix: queue, jobs, event stream and meta.
 export async function reset() {
   const queue = new Queue(QUEUE, options());
   try {
-    const client = await queue.client;
+    const client = await reachable(queue.client);
     let cursor = "0";
     do {
       const [next, keys] = await client.scan(cursor, "MATCH", `${PREFIX}:*`, "COUNT", 1000);

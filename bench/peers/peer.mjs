@@ -24,7 +24,10 @@ const { values: args } = parseArgs({
   },
 });
 
-function fail(message) {
+// The last stderr line is the reason (the bench runner shows only that line); a stack, if there is
+// one, comes before it.
+function fail(message, stack) {
+  if (stack) console.error(stack);
   console.error(`peer ${args.peer ?? "?"} ${args.workload ?? "?"}: ${message}`);
   for (const child of liveWorkers) child.kill("SIGKILL");
   process.exit(1);
@@ -75,4 +78,4 @@ async function main() {
   }, 5000).unref();
 }
 
-main().catch((error) => fail(error?.stack ?? String(error)));
+main().catch((error) => fail(error?.message ?? String(error), error?.stack));
