@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import * as v from 'valibot'
 import { createSql } from '../db/client.ts'
+import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
 import { env, parseEnv } from '../db/env.ts'
 import { onStopSignal, stopInOrder } from '../lifecycle/signals.ts'
 import { createLogger } from '../observability/log.ts'
@@ -35,7 +36,11 @@ if (!streamSecret) {
 }
 
 // Statements time out within the 5 s in which a request must get an answer, even a 503.
-const sql = traceSql(createSql(config.DATABASE_URL, { max: 10, applicationName: 'taskcast-api', statementTimeoutMs: 4000 }))
+const notifier = createNotifier({ url: config.DATABASE_URL, applicationName: 'taskcast-api-notify', log })
+const sql = notifyAfterCommit(
+  traceSql(createSql(config.DATABASE_URL, { max: 10, applicationName: 'taskcast-api', statementTimeoutMs: 4000 })),
+  notifier,
+)
 const { app, hub, listener, metrics } = assembleApi({
   sql,
   databaseUrl: config.DATABASE_URL,
@@ -66,7 +71,7 @@ async function stopServing() {
 async function shutdown(signal: string) {
   log.info({ signal }, 'shutting down')
   const code = await stopInOrder(
-    [stopServing, () => metrics.close(), () => listener.stop(), () => sql.end({ timeout: 5 }), telemetry.shutdown],
+    [stopServing, () => metrics.close(), () => listener.stop(), () => sql.end({ timeout: 5 }), notifier.end, telemetry.shutdown],
     (error) => log.error({ err: error }, 'shutdown step failed'),
   )
   process.exit(code)

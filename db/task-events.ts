@@ -1,5 +1,6 @@
 import type postgres from 'postgres'
 import { Channel, type Queryable, type Sql } from './client.ts'
+import { notifierOf, type Notice } from './notify.ts'
 
 export interface TaskEventRow {
   id: number
@@ -101,18 +102,32 @@ type Fragment = postgres.PendingQuery<postgres.Row[]>
 /**
  * Wraps a statement that changes task rows (`insert/update … returning *`) so that, in the same
  * statement and so the same transaction, each changed row gets its event appended (seq = the row's
- * new last_seq) and a NOTIFY carrying the event's ids. `data` is an expression over the changed row.
- * With `wake`, the workers of the rows' queues are notified too (the rows became claimable).
+ * new last_seq), and listeners are notified with the event's ids: after the commit through the
+ * pool's notifier when it has one (see db/notify.ts), else by a NOTIFY in the statement itself.
+ * `data` is an expression over the changed row. With `wake`, the workers of the rows' queues are
+ * notified too (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can
+ * have opened yet) there is one notification per tenant, with its latest event id.
  */
-export function withEvent<Row extends object>(
+export async function withEvent<Row extends object>(
   sql: Queryable,
   change: Fragment,
   kind: 'status' | 'progress',
   data: Fragment,
   { wake = false, perTenant = false } = {},
-) {
-  // perTenant: one NOTIFY per tenant carrying its latest event id, for new tasks, whose streams
-  // nobody can have opened yet; only tenant-wide listeners care.
+): Promise<Row[]> {
+  const insertEvents = sql`
+    insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
+    select id, tenant_id, last_seq, ${kind}, ${data} from changed
+    returning id, task_id, tenant_id, seq`
+  const notifier = notifierOf(sql)
+  if (notifier) {
+    const rows = await sql<Array<Row & { id: string; tenantId: string; queue: string; eventId: string; eventSeq: number }>>`
+      with changed as (${change}), events as (${insertEvents})
+      select changed.*, events.id as event_id, events.seq as event_seq
+      from changed join events on events.task_id = changed.id`
+    notifier.send(notices(rows, { wake, perTenant }))
+    return rows.map(({ eventId: _id, eventSeq: _seq, ...row }) => row as unknown as Row)
+  }
   const notify = perTenant
     ? sql`select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
           from (select tenant_id, max(id) as id from events group by tenant_id) latest`
@@ -120,11 +135,7 @@ export function withEvent<Row extends object>(
             json_build_object('task', task_id, 'tenant', tenant_id, 'seq', seq, 'id', id)::text)) from events`
   return sql<Row[]>`
     with changed as (${change}),
-    events as (
-      insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
-      select id, tenant_id, last_seq, ${kind}, ${data} from changed
-      returning id, task_id, tenant_id, seq
-    ),
+    events as (${insertEvents}),
     notified as (${notify}),
     woken as (
       select count(pg_notify(${Channel.taskReady}, queue)) from (select distinct queue from changed) q
@@ -133,3 +144,22 @@ export function withEvent<Row extends object>(
     select changed.* from changed, notified, woken`
 }
 
+/** The notifications for changed rows and their events, as the in-statement NOTIFYs would send them. */
+function notices(
+  rows: Array<{ id: string; tenantId: string; queue: string; eventId: string; eventSeq: number }>,
+  { wake, perTenant }: { wake: boolean; perTenant: boolean },
+): Notice[] {
+  const out: Notice[] = []
+  if (perTenant) {
+    const latest = new Map<string, number>()
+    for (const row of rows) latest.set(row.tenantId, Math.max(latest.get(row.tenantId) ?? 0, Number(row.eventId)))
+    for (const [tenant, id] of latest) out.push({ channel: Channel.taskEvent, payload: JSON.stringify({ tenant, id }) })
+  } else {
+    for (const row of rows) {
+      const payload = { task: row.id, tenant: row.tenantId, seq: row.eventSeq, id: Number(row.eventId) }
+      out.push({ channel: Channel.taskEvent, payload: JSON.stringify(payload) })
+    }
+  }
+  if (wake) for (const queue of new Set(rows.map((row) => row.queue))) out.push({ channel: Channel.taskReady, payload: queue })
+  return out
+}

@@ -61,6 +61,11 @@ export function createWorker(options: WorkerOptions): Worker {
   const runEndListeners: Array<(task: TaskRow, end: RunEnd) => void> = []
   let again = false
   let stopping = false
+  /**
+   * Handlers running now. A task whose handler has returned keeps its lease until its outcome is
+   * stored, but no longer its slot: the next task is claimed while the outcome is written.
+   */
+  let handlersRunning = 0
   let poll: ReturnType<typeof setInterval> | undefined
 
   /** The claim round in flight, if any; stop() waits for it so no task starts unseen. */
@@ -79,11 +84,25 @@ export function createWorker(options: WorkerOptions): Worker {
     return round
   }
 
+  /**
+   * After runs end: claim for all the slots freed in this turn of the event loop at once (a
+   * batch of successes frees many), not one claim for the first slot and another for the rest.
+   */
+  let refillScheduled = false
+  function refill() {
+    if (refillScheduled || stopping) return
+    refillScheduled = true
+    setImmediate(() => {
+      refillScheduled = false
+      if (!stopping) void fill()
+    })
+  }
+
   async function claimRounds(): Promise<void> {
     try {
       do {
         again = false
-        const free = concurrency - running.size
+        const free = concurrency - handlersRunning
         if (free <= 0 || stopping) break
         const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: free, leaseSeconds })
         for (const task of tasks) start(task)
@@ -101,6 +120,14 @@ export function createWorker(options: WorkerOptions): Worker {
     const startedAt = performance.now()
     const controller = new AbortController()
     const entry: Running = { task, controller, done: Promise.resolve() }
+    let slotHeld = true
+    const freeSlot = () => {
+      if (!slotHeld) return
+      slotHeld = false
+      handlersRunning--
+      refill()
+    }
+    handlersRunning++
     entry.done = runTask(task, {
       sql,
       log,
@@ -108,6 +135,7 @@ export function createWorker(options: WorkerOptions): Worker {
       controller,
       traceMode,
       succeed: (lease, result) => succeed({ lease, result }),
+      onHandlerDone: freeSlot,
       onRetryScheduled: (at) => setTimeout(() => void fill(), Math.max(0, at.getTime() - Date.now())).unref(),
     })
       .then(
@@ -120,7 +148,7 @@ export function createWorker(options: WorkerOptions): Worker {
       )
       .finally(() => {
         running.delete(task.id)
-        if (!stopping) void fill()
+        freeSlot()
       })
     running.set(task.id, entry)
   }

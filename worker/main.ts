@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import * as v from 'valibot'
 import { createSql } from '../db/client.ts'
+import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
 import { QueueName } from '../db/contracts.ts'
 import { env, parseEnv } from '../db/env.ts'
 import { createListener } from '../db/listener.ts'
@@ -32,9 +33,16 @@ const telemetry = initTelemetry('taskcast-worker')
 const workerId = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`
 const log = createLogger(config.OTEL_SERVICE_NAME).child({ workerId })
 
-const sql = traceSql(createSql(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker' }))
+const notifier = createNotifier({ url: config.DATABASE_URL, applicationName: 'taskcast-worker-notify', log })
+const sql = notifyAfterCommit(
+  traceSql(createSql(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker' })),
+  notifier,
+)
 // Claims need not wait for their commit to reach disk: one lost in a crash leaves its task queued.
-const claimSql = traceSql(createSql(config.DATABASE_URL, { max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false }))
+const claimSql = notifyAfterCommit(
+  traceSql(createSql(config.DATABASE_URL, { max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false })),
+  notifier,
+)
 const listener = createListener({
   url: config.DATABASE_URL,
   applicationName: 'taskcast-worker-listen',
@@ -70,6 +78,7 @@ async function shutdown(signal: string) {
       () => worker.stop(config.TASKCAST_SHUTDOWN_GRACE_SECONDS * 1000),
       () => metricsServer?.stop(true),
       () => Promise.all([sql.end({ timeout: 5 }), claimSql.end({ timeout: 5 })]),
+      notifier.end,
       telemetry.shutdown,
     ],
     (error) => log.error({ err: error }, 'shutdown step failed'),

@@ -34,6 +34,8 @@ export interface RunOptions {
   controller: AbortController
   /** Stores a successful outcome (the loop batches them); undefined when the lease was lost. */
   succeed(lease: Lease, result: unknown): Promise<TaskRow | undefined>
+  /** Told when the handler has finished, before its outcome is stored: its slot can be reused. */
+  onHandlerDone?: () => void
   /** Told when a failed attempt will run again, so the loop can wake up for it. */
   onRetryScheduled?: (at: Date) => void
   /** child: the attempt's span continues the enqueuing trace; link: a new trace linking to it. */
@@ -81,7 +83,7 @@ export async function runTask(task: TaskRow, options: RunOptions): Promise<RunEn
  * is fenced by the lease (task id, attempt, worker), so an attempt that lost its lease cannot
  * overwrite a newer one.
  */
-async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, controller, succeed, onRetryScheduled }: RunOptions, span: Span): Promise<RunEnd> {
+async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, controller, succeed, onHandlerDone, onRetryScheduled }: RunOptions, span: Span): Promise<RunEnd> {
   const lease: Lease = { id: task.id, attempt: task.attempt, workerId }
   const log = workerLog.child({ taskId: task.id, type: task.type, attempt: task.attempt })
   const signal = controller.signal
@@ -133,6 +135,7 @@ async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, contro
     clearTimeout(timeout)
   }
   await progress.close()
+  onHandlerDone?.()
 
   if (outcome === 'aborted') {
     const reason = signal.reason instanceof TaskAbort ? signal.reason : new TaskAbort('shutdown', String(signal.reason))

@@ -1,0 +1,77 @@
+import { createBatcher } from './batch.ts'
+import { createSql, isConnectionError, type Queryable } from './client.ts'
+
+export interface Notice {
+  channel: string
+  payload: string
+}
+
+export interface Notifier {
+  /** Queues NOTIFYs for changes that have committed; they go out within a statement or two. */
+  send(notices: Notice[]): void
+  end(): Promise<void>
+}
+
+interface Log {
+  warn(fields: object, message: string): void
+}
+
+const retries = 5
+const retryMs = 200
+
+/**
+ * Sends NOTIFYs after the commits they announce, gathered into one statement on a connection
+ * that does not wait for the disk. A NOTIFY inside a transaction holds a database-wide lock until
+ * its commit is on disk, so every notifying commit waits for the one before: ~600 commits/s here.
+ * Without it, concurrent commits share their disk flushes (group commit), and the NOTIFYs of many
+ * commits cost one cheap statement. A notice lost to a crash between the two costs a delay, not
+ * an event: workers poll, and streams read from the event log, never from notifications.
+ */
+export function createNotifier({ url, applicationName, log }: { url: string; applicationName: string; log: Log }): Notifier {
+  const sql = createSql(url, { max: 1, applicationName, synchronousCommit: false, statementTimeoutMs: 5000 })
+  const write = async (notices: Notice[]) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await sql`select count(pg_notify(channel, payload))
+                  from unnest(${notices.map((n) => n.channel)}::text[], ${notices.map((n) => n.payload)}::text[]) as n(channel, payload)`
+        return notices
+      } catch (error) {
+        if (!isConnectionError(error) || attempt === retries) {
+          // Listeners re-read everything when their connection comes back; workers poll.
+          log.warn({ err: error, notices: notices.length }, 'could not send notifications; dropping them')
+          return notices
+        }
+        await Bun.sleep(retryMs * attempt)
+      }
+    }
+  }
+  const queue = createBatcher(write, { maxBatch: 5000, maxInFlight: 1 })
+  const unsent = new Set<Promise<Notice>>()
+  return {
+    send(notices) {
+      for (const notice of notices) {
+        const sent = queue(notice)
+        unsent.add(sent)
+        void sent.finally(() => unsent.delete(sent))
+      }
+    },
+    async end() {
+      await Promise.allSettled([...unsent])
+      await sql.end({ timeout: 5 })
+    },
+  }
+}
+
+const notifiers = new WeakMap<object, Notifier>()
+
+/** Statements run on `sql` announce their changes through `notifier`, after they commit. */
+export function notifyAfterCommit<S extends Queryable>(sql: S, notifier: Notifier): S {
+  notifiers.set(sql, notifier)
+  return sql
+}
+
+/**
+ * The notifier of a pool, if it has one. A transaction has none: its NOTIFYs must go out with its
+ * commit, so they stay inside its statements.
+ */
+export const notifierOf = (sql: Queryable) => notifiers.get(sql)

@@ -1,0 +1,53 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { Channel, createSql, type Sql } from '../db/client.ts'
+import { createListener } from '../db/listener.ts'
+import { createNotifier, notifyAfterCommit, type Notifier } from '../db/notify.ts'
+import { taskInsert } from '../db/tasks.ts'
+import { taskClaim, taskSucceed } from '../db/task-leases.ts'
+import { testDb } from './support/database.ts'
+import { newTask, newTenant, quietLog, uniqueName, until } from './support/fixtures.ts'
+
+let notifier: Notifier
+let sql: Sql
+beforeAll(() => {
+  notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
+  sql = notifyAfterCommit(createSql(testDb().url, { max: 4, applicationName: 'taskcast-test-notifying' }), notifier)
+})
+afterAll(async () => {
+  await sql.end()
+  await notifier.end()
+})
+
+test('a pool with a notifier announces its changes after they commit, exactly as in-statement NOTIFYs would', async () => {
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-notify-listen', log: quietLog })
+  const events: Array<Record<string, unknown>> = []
+  const ready: string[] = []
+  listener.on(Channel.taskEvent, (payload) => events.push(JSON.parse(payload)))
+  listener.on(Channel.taskReady, (payload) => ready.push(payload))
+  await listener.start()
+  try {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const [task] = await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
+    expect(task).toMatchObject({ queue, status: 'queued' })
+    expect(Object.keys(task!)).not.toContain('eventId') // the event columns are for the notices only
+    await until(async () => ready.includes(queue) && events.some((e) => e.tenant === tenant.id), 5000, 'the insert notices')
+    const [latest] = await testDb().sql<[{ id: string }]>`select max(id) as id from taskcast.task_events where tenant_id = ${tenant.id}`
+    expect(events.filter((e) => e.tenant === tenant.id)).toEqual([{ tenant: tenant.id, id: Number(latest.id) }])
+
+    const [claimed] = await taskClaim(sql, { workerId: 'notify-test', queues: [queue], limit: 1, leaseSeconds: 30 })
+    await taskSucceed(sql, { id: claimed!.id, attempt: 1, workerId: 'notify-test' }, { ok: true })
+    await until(async () => events.filter((e) => e.task === claimed!.id).length === 2, 5000, 'the running and succeeded notices')
+    expect(events.filter((e) => e.task === claimed!.id).map((e) => e.seq)).toEqual([2, 3])
+
+    // Inside a transaction the NOTIFY stays in the statement: it must not go out before the commit.
+    await sql.begin(async (tx) => {
+      await taskInsert(tx, [newTask(tenant.id, { queue: `${queue}-tx` })])
+      await Bun.sleep(200)
+      expect(ready).not.toContain(`${queue}-tx`)
+    })
+    await until(async () => ready.includes(`${queue}-tx`), 5000, 'the notice of the committed transaction')
+  } finally {
+    await listener.stop()
+  }
+})
