@@ -20,7 +20,8 @@ const flags = new Set(process.argv.slice(2))
 const quick = flags.has('--quick')
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const withPeers = !flags.has('--no-peers')
-const seconds = quick ? 4 : 10
+const seconds = quick ? 3 : 10
+const drainTasks = quick ? 5000 : 10_000
 
 // ── the database ────────────────────────────────────────────────────────────────────────────
 
@@ -66,8 +67,11 @@ async function reset(db: Sql) {
   await db`vacuum analyze taskcast.tasks`
 }
 
+/** Whether a queue still has unfinished tasks: two reads of partial indexes, cheap enough to poll. */
 async function unfinished(db: Sql, queue: string): Promise<number> {
-  const [row] = await db<[{ n: number }]>`select count(*)::int as n from taskcast.tasks where queue = ${queue} and finished_at is null`
+  const [row] = await db<[{ n: number }]>`
+    select (select count(*) from (select 1 from taskcast.tasks where status = 'queued' and queue = ${queue} limit 100000) q)::int
+         + (select count(*) from taskcast.tasks where status = 'running' and lease_until is not null and queue = ${queue})::int as n`
   return row.n
 }
 
@@ -135,7 +139,7 @@ async function ingest() {
 async function drain() {
   await reset(sql)
   const queue = 'bench-drain'
-  const total = 10_000
+  const total = drainTasks
   for (let i = 0; i < total; i += 1000) await taskInsert(sql, Array.from({ length: 1000 }, () => noopTask(queue)))
   const started = Date.now()
   const worker = await startWorker(url, queue)
@@ -287,12 +291,19 @@ async function peer(name: string, workload: string, extra: string[] = []): Promi
   return JSON.parse(last) as PeerResult
 }
 
-async function peers(rowIndex: number, workload: string, extra: string[] = []) {
-  if (!withPeers || !existsSync(nodeBin)) return
+async function peers(rowIndex: number, workload: string, extra: string[] = [], names: readonly string[] = peerNames) {
   const row = rows[rowIndex]
-  if (!row) return
+  if (!withPeers || !row) return
   row.peers = {}
-  for (const name of peerNames) row.peers[name] = await peer(name, workload, extra)
+  for (const name of names) row.peers[name] = await peer(name, workload, extra)
+}
+
+/** The peers and the Node they run on are dev dependencies of bench/ alone, installed on first use. */
+function installPeers() {
+  if (existsSync(nodeBin)) return
+  process.stderr.write('bench: installing the peers (bench/package.json)…\n')
+  const install = Bun.spawnSync([process.execPath, 'install', '--frozen-lockfile'], { cwd: join(root, 'bench'), stdout: 'inherit', stderr: 'inherit' })
+  if (install.exitCode !== 0) throw new Error('could not install bench/ dependencies')
 }
 
 // ── run ─────────────────────────────────────────────────────────────────────────────────────
@@ -305,7 +316,11 @@ const plan: Array<[string, () => Promise<void>]> = [
   }],
   ['drain', async () => {
     await drain()
-    await peers(rows.length - 1, 'drain', ['--tasks', '10000'])
+    await peers(rows.length - 1, 'drain', ['--tasks', String(drainTasks)])
+    if (quick || !withPeers) return
+    // The same drain, with each Postgres peer's own batching options (its docs' advice for throughput).
+    rows.push({ ...rows.at(-1)!, workload: `${rows.at(-1)!.workload}, peers with their batching options`, peers: undefined })
+    await peers(rows.length - 1, 'drain', ['--tasks', String(drainTasks), '--variant', 'batch'], ['graphile-worker', 'pg-boss'])
   }],
   ['e2e', async () => {
     await endToEnd()
@@ -326,6 +341,7 @@ const plan: Array<[string, () => Promise<void>]> = [
 ]
 
 try {
+  if (withPeers) installPeers()
   for (const [name, run] of plan) {
     if (!wanted(name)) continue
     process.stderr.write(`bench: ${name}…\n`)
@@ -353,7 +369,7 @@ const peerCell = (row: Row, name: string) => {
   if (!result) return '–'
   if (result.error) return 'error'
   if (result.value === null) return 'n/a'
-  return result.p99 != null ? `${format(result.p50 ?? result.value)} / ${format(result.p99)}` : format(result.value)
+  return row.unit === 'ms' && result.p99 != null ? `${format(result.p50 ?? result.value)} / ${format(result.p99)}` : format(result.value)
 }
 
 const header = ['workload', 'unit', 'Taskcast', 'p50 ms', 'p99 ms', 'RSS MiB', ...peerNames, 'vs best peer']
