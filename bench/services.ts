@@ -57,6 +57,9 @@ export function spawnBun(entry: string, env: Record<string, string>, args: strin
         try {
           const line = JSON.parse(text) as Record<string, unknown>
           lines.push(line)
+          if (typeof line.level === 'string' && ['warn', 'error', 'fatal'].includes(line.level)) {
+            process.stderr.write(`${entry}: ${line.level}: ${String(line.message)}${line.err ? ` (${JSON.stringify(line.err).slice(0, 300)})` : ''}\n`)
+          }
           for (const waiter of waiters) waiter(line)
         } catch {
           // not a JSON line
