@@ -261,7 +261,7 @@ async function fanOut(clients: number) {
     rows.push({
       workload: `fan-out: ${clients.toLocaleString('en')} SSE streams on one API, ${eventsPerSecond.toLocaleString('en')} events/s`, unit: 'KiB/stream',
       value: ((withStreams - idle) * 1024) / clients, p50: done.p50 as number, p99: done.p99 as number, rssMiB: withStreams,
-      note: `${connected.connected} connected, ${connected.failed} failed; ${done.received}/${done.expected} deliveries`,
+      note: `${connected.connected} connected, ${connected.failed} failed, ${done.dropped} dropped; ${done.received}/${done.expected} deliveries`,
     })
   } finally {
     await Promise.all([viewers.stop(), api.stop()])

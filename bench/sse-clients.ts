@@ -22,6 +22,8 @@ const delays: number[] = []
 let complete = 0
 let connected = 0
 let failed = 0
+/** Streams that ended, or broke, after they had connected: each one is a client that stopped hearing. */
+let dropped = 0
 let finish!: () => void
 const finished = new Promise<void>((resolve) => (finish = resolve))
 
@@ -41,7 +43,11 @@ async function follow(taskId: string, onReplayed: () => void) {
       if (++received === args.eventsPerStream && ++complete === args.clients) finish()
     },
   })
-  for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) parser.feed(chunk)
+  try {
+    for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) parser.feed(chunk)
+  } finally {
+    if (received < args.eventsPerStream) dropped++
+  }
 }
 
 // Connect in waves, so 10,000 connections do not all hit the listen backlog at once.
@@ -72,6 +78,7 @@ console.log(JSON.stringify({
   message: 'done',
   connected,
   failed,
+  dropped,
   received: delays.length,
   expected: args.clients * args.eventsPerStream,
   p50: quantile(delays, 0.5),
