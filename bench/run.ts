@@ -156,72 +156,62 @@ async function drain() {
   }
 }
 
-async function endToEnd() {
+/** Runs `measure` against a fresh API and one worker (concurrency 16) serving `queue`, on empty tables. */
+async function withApiAndWorker(queue: string, measure: (api: { url: string }, worker: { proc: { pid: number } }) => Promise<void>) {
   await reset(sql)
+  const api = await startApi(url)
+  const worker = await startWorker(url, queue)
+  try {
+    await measure(api, worker)
+  } finally {
+    await Promise.all([worker.stop(), api.stop()])
+  }
+}
+
+const endToEnd = () => withApiAndWorker('bench-e2e', async (api, worker) => {
   const queue = 'bench-e2e'
-  const api = await startApi(url)
-  const worker = await startWorker(url, queue)
-  try {
-    const started = new Date()
-    const load = await runClient<{ tasksPerSecond: number; errors: number }>('bench/load.ts', {
-      mode: 'submit', url: api.url, key, queue, seconds, connections: 64,
-    })
-    const ended = new Date()
-    const [{ done }] = await sql<[{ done: number }]>`
-      select count(*)::int as done from taskcast.tasks
-      where queue = ${queue} and finished_at between ${started} and ${ended}`
-    const backlog = await unfinished(sql, queue)
-    rows.push({
-      workload: 'end to end: HTTP submit (64 connections) and run, continuously', unit: 'tasks/s',
-      value: done / ((ended.getTime() - started.getTime()) / 1000), rssMiB: rssMiB(worker.proc.pid, true),
-      note: `submitted ${Math.round(load.tasksPerSecond)}/s; ${backlog} still queued at the end`,
-    })
-  } finally {
-    await Promise.all([worker.stop(), api.stop()])
-  }
-}
+  const started = new Date()
+  const load = await runClient<{ tasksPerSecond: number; errors: number }>('bench/load.ts', {
+    mode: 'submit', url: api.url, key, queue, seconds, connections: 64,
+  })
+  const ended = new Date()
+  const [{ done }] = await sql<[{ done: number }]>`
+    select count(*)::int as done from taskcast.tasks
+    where queue = ${queue} and finished_at between ${started} and ${ended}`
+  const backlog = await unfinished(sql, queue)
+  rows.push({
+    workload: 'end to end: HTTP submit (64 connections) and run, continuously', unit: 'tasks/s',
+    value: done / ((ended.getTime() - started.getTime()) / 1000), rssMiB: rssMiB(worker.proc.pid, true),
+    note: `submitted ${Math.round(load.tasksPerSecond)}/s; ${backlog} still queued at the end`,
+  })
+})
 
-async function pickup() {
-  await reset(sql)
+const pickup = () => withApiAndWorker('bench-pickup', async (api) => {
   const queue = 'bench-pickup'
-  const api = await startApi(url)
-  const worker = await startWorker(url, queue)
-  try {
-    const sent = await runClient<{ tasks: Array<{ id: string; sentAt: number }>; errors: number }>('bench/load.ts', {
-      mode: 'paced', url: api.url, key, queue, seconds, intervalMs: 20,
-    })
-    await untilDrained(sql, queue, 30_000)
-    const results = await sql<Array<{ id: string; startedAt: number }>>`
-      select id, (result ->> 'startedAt')::float8 as started_at from taskcast.tasks where id = any(${sent.tasks.map((t) => t.id)}::uuid[])`
-    const startedAt = new Map(results.map((row) => [row.id, row.startedAt]))
-    const delays = sent.tasks.map((task) => startedAt.get(task.id)! - task.sentAt)
-    rows.push({
-      workload: 'pickup: HTTP submit → handler start (idle worker, one task / 20 ms)', unit: 'ms',
-      value: quantile(delays, 0.5), p50: quantile(delays, 0.5), p99: quantile(delays, 0.99),
-      note: `${delays.length} tasks`,
-    })
-  } finally {
-    await Promise.all([worker.stop(), api.stop()])
-  }
-}
+  const sent = await runClient<{ tasks: Array<{ id: string; sentAt: number }>; errors: number }>('bench/load.ts', {
+    mode: 'paced', url: api.url, key, queue, seconds, intervalMs: 20,
+  })
+  await untilDrained(sql, queue, 30_000)
+  const results = await sql<Array<{ id: string; startedAt: number }>>`
+    select id, (result ->> 'startedAt')::float8 as started_at from taskcast.tasks where id = any(${sent.tasks.map((t) => t.id)}::uuid[])`
+  const startedAt = new Map(results.map((row) => [row.id, row.startedAt]))
+  const delays = sent.tasks.map((task) => startedAt.get(task.id)! - task.sentAt)
+  rows.push({
+    workload: 'pickup: HTTP submit → handler start (idle worker, one task / 20 ms)', unit: 'ms',
+    value: quantile(delays, 0.5), p50: quantile(delays, 0.5), p99: quantile(delays, 0.99),
+    note: `${delays.length} tasks`,
+  })
+})
 
-async function progress() {
-  await reset(sql)
-  const queue = 'bench-progress'
-  const api = await startApi(url)
-  const worker = await startWorker(url, queue)
-  try {
-    const read = await runClient<{ events: number; p50: number; p99: number }>('bench/load.ts', {
-      mode: 'progress', url: api.url, key, queue, tasks: 4, reports: quick ? 20 : 60, intervalMs: 120,
-    })
-    rows.push({
-      workload: 'progress: handler progress() → SSE client, stored first', unit: 'ms',
-      value: read.p50, p50: read.p50, p99: read.p99, note: `${read.events} events`,
-    })
-  } finally {
-    await Promise.all([worker.stop(), api.stop()])
-  }
-}
+const progress = () => withApiAndWorker('bench-progress', async (api) => {
+  const read = await runClient<{ events: number; p50: number; p99: number }>('bench/load.ts', {
+    mode: 'progress', url: api.url, key, queue: 'bench-progress', tasks: 4, reports: quick ? 20 : 60, intervalMs: 120,
+  })
+  rows.push({
+    workload: 'progress: handler progress() → SSE client, stored first', unit: 'ms',
+    value: read.p50, p50: read.p50, p99: read.p99, note: `${read.events} events`,
+  })
+})
 
 async function fanOut(clients: number) {
   await reset(sql)
