@@ -151,3 +151,25 @@ export async function taskRetry(sql: Sql, tenantId: string, id: string): Promise
   const task = await taskGet(sql, tenantId, id)
   return task ? { outcome: 'unfinished', task } : { outcome: 'missing' }
 }
+
+/** The smallest UUIDv7 of a moment: every task created before it has a smaller id. */
+function firstUuidV7At(at: Date): string {
+  const hex = Math.max(0, at.getTime()).toString(16).padStart(12, '0')
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7000-8000-000000000000`
+}
+
+/**
+ * Deletes up to `limit` tasks that finished before `cutoff`, with their events (and idempotency
+ * keys). Ids are UUIDv7, so a range of the primary key holds every candidate: no index on
+ * finished_at is kept up to date on every completion for the sake of this.
+ */
+export async function taskPrune(sql: Sql, cutoff: Date, limit = 1000): Promise<number> {
+  const deleted = await sql`
+    delete from taskcast.tasks
+    where id = any(array(
+      select id from taskcast.tasks
+      where id < ${firstUuidV7At(cutoff)}::uuid and finished_at < ${cutoff}
+      order by id
+      limit ${limit}))`
+  return deleted.count
+}

@@ -20,6 +20,8 @@ export interface WorkerOptions {
   queues: readonly string[]
   concurrency: number
   leaseSeconds: number
+  /** Finished tasks older than this are deleted with their events; 0 or unset: kept. */
+  retentionSeconds?: number
   /** The safety net under NOTIFY: claim at least this often. */
   pollMs: number
   traceMode?: TraceMode
@@ -171,7 +173,7 @@ export function createWorker(options: WorkerOptions): Worker {
     },
     onCancelRequested: (taskId) => abort(taskId, 'canceled', 'canceled by request'),
   })
-  const rescuer = createRescuer({ sql, log, leaseSeconds })
+  const rescuer = createRescuer({ sql, log, leaseSeconds, retentionSeconds: options.retentionSeconds ?? 0 })
   listener.on(Channel.taskCancel, (taskId) => abort(taskId, 'canceled', 'canceled by request'))
   // After every (re)connect: renew at once (an outage may have run the leases down), and look for
   // work, since notifications sent while the connection was down are lost.

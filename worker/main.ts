@@ -21,6 +21,8 @@ const Env = v.object({
   TASKCAST_LEASE_SECONDS: env.int(30, 1, 86_400),
   TASKCAST_SHUTDOWN_GRACE_SECONDS: env.number(30, 0, 86_400),
   TASKCAST_POLL_MS: env.int(1000, 10, 60_000),
+  /** Days a finished task (and its events) is kept; 0 keeps them for good. */
+  TASKCAST_RETENTION_DAYS: env.number(7, 0, 36_500),
   TASKCAST_LISTEN_HEALTH_SECONDS: env.number(10, 0.5, 3600),
   TASKCAST_TRACE_MODE: v.optional(v.picklist(['child', 'link'], 'must be child or link'), 'child'),
   /** Serve this worker's metrics at http://0.0.0.0:PORT/metrics; unset: not served. */
@@ -58,6 +60,7 @@ const worker = createWorker({
   queues: config.WORKER_QUEUES,
   concurrency: config.WORKER_CONCURRENCY,
   leaseSeconds: config.TASKCAST_LEASE_SECONDS,
+  retentionSeconds: config.TASKCAST_RETENTION_DAYS * 86_400,
   pollMs: config.TASKCAST_POLL_MS,
   traceMode: config.TASKCAST_TRACE_MODE,
 })

@@ -1,13 +1,15 @@
 import type { Sql } from '../db/client.ts'
 import { idempotencyKeysPrune } from '../db/idempotency.ts'
 import { taskRescue } from '../db/task-leases.ts'
+import { taskPrune } from '../db/tasks.ts'
 import type { Logger } from '../observability/log.ts'
 
 const pruneEveryMs = 60_000
 
 /**
  * Maintenance every worker runs, safely side by side: take back tasks whose lease expired (their
- * worker died, hung or lost the database), and now and then prune expired idempotency keys.
+ * worker died, hung or lost the database), and now and then prune expired idempotency keys and
+ * the tasks (with their events) that finished more than `retentionSeconds` ago (0: keep them).
  * Checking four times per lease means a dead worker's task is queued again within
  * 1.25 leases of its last renewal.
  *
@@ -15,7 +17,7 @@ const pruneEveryMs = 60_000
  * outage most likely kept the other workers from renewing too, and they deserve the chance to
  * renew before their tasks are run a second time.
  */
-export function createRescuer({ sql, log, leaseSeconds }: { sql: Sql; log: Logger; leaseSeconds: number }) {
+export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sql: Sql; log: Logger; leaseSeconds: number; retentionSeconds: number }) {
   let timer: ReturnType<typeof setInterval> | undefined
   let running = false
   let lastPrune = 0
@@ -31,6 +33,12 @@ export function createRescuer({ sql, log, leaseSeconds }: { sql: Sql; log: Logge
       if (Date.now() - lastPrune > pruneEveryMs) {
         lastPrune = Date.now()
         await idempotencyKeysPrune(sql)
+        if (retentionSeconds > 0) {
+          const cutoff = new Date(Date.now() - retentionSeconds * 1000)
+          let pruned = 0
+          for (let deleted = await taskPrune(sql, cutoff); deleted > 0; deleted = await taskPrune(sql, cutoff)) pruned += deleted
+          if (pruned > 0) log.info({ pruned, finishedBefore: cutoff }, 'pruned finished tasks past their retention')
+        }
       }
     } catch (error) {
       lastFailure = Date.now()
