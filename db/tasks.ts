@@ -88,13 +88,20 @@ export interface TaskListQuery {
   limit: number
 }
 
+/** `status = 'failed'` as a literal, so that the dead-letter list reads its own partial index. */
+function statusFilter(sql: Sql, statuses: readonly TaskStatus[] | undefined) {
+  if (!statuses?.length) return sql``
+  if (statuses.length === 1 && statuses[0] === 'failed') return sql`and status = 'failed'`
+  return sql`and status = any(${statuses as TaskStatus[]}::text[])`
+}
+
 /** A tenant's tasks, newest first (ids are UUIDv7, so id order is creation order). */
 export async function taskList(sql: Sql, query: TaskListQuery): Promise<TaskRow[]> {
   const { tenantId, statuses, type, queue, before, limit } = query
   return sql<TaskRow[]>`
     select * from taskcast.tasks
     where tenant_id = ${tenantId}
-      ${statuses?.length ? sql`and status = any(${statuses as TaskStatus[]}::text[])` : sql``}
+      ${statusFilter(sql, statuses)}
       ${type ? sql`and type = ${type}` : sql``}
       ${queue ? sql`and queue = ${queue}` : sql``}
       ${before ? sql`and id < ${before}` : sql``}
@@ -164,12 +171,17 @@ function firstUuidV7At(at: Date): string {
  * finished_at is kept up to date on every completion for the sake of this.
  */
 export async function taskPrune(sql: Sql, cutoff: Date, limit = 1000): Promise<number> {
-  const deleted = await sql`
-    delete from taskcast.tasks
-    where id = any(array(
-      select id from taskcast.tasks
-      where id < ${firstUuidV7At(cutoff)}::uuid and finished_at < ${cutoff}
-      order by id
-      limit ${limit}))`
-  return deleted.count
+  const [row] = await sql<[{ count: number }]>`
+    with pruned as (
+      delete from taskcast.tasks
+      where id = any(array(
+        select id from taskcast.tasks
+        where id < ${firstUuidV7At(cutoff)}::uuid and finished_at < ${cutoff}
+        order by id
+        limit ${limit}))
+      returning id
+    ),
+    events as (delete from taskcast.task_events where task_id in (select id from pruned))
+    select count(*)::int as count from pruned`
+  return row.count
 }
