@@ -52,7 +52,15 @@ export function createApiMetrics({ sql, hub, listener, log }: { sql: Sql; hub: E
 
   return {
     submitted(tasks) {
-      for (const task of tasks) submitted.add(1, { type: task.type, queue: task.queue })
+      // One add per type and queue: a batch of 1,000 alike tasks is one add, not 1,000.
+      const counts = new Map<string, { type: string; queue: string; n: number }>()
+      for (const { type, queue } of tasks) {
+        const key = `${type}\u0000${queue}`
+        const entry = counts.get(key)
+        if (entry) entry.n++
+        else counts.set(key, { type, queue, n: 1 })
+      }
+      for (const { type, queue, n } of counts.values()) submitted.add(n, { type, queue })
     },
     close() {
       meter.removeBatchObservableCallback(observe, observables)
