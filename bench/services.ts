@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { Subprocess } from 'bun'
+import { spawnChildService, type ChildService } from '../tests/support/child-service.ts'
 
 export const root = resolve(import.meta.dir, '..')
 
@@ -25,79 +25,24 @@ export function rssMiB(pid: number, peak = false): number | null {
   }
 }
 
-export interface Service {
-  proc: Subprocess<'ignore', 'pipe', 'inherit'>
-  /** Resolves with the first JSON log line that matches. */
-  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
-  stop(): Promise<void>
-}
+export type Service = ChildService
 
-/** Runs a Bun script of this repository, reading its JSON log lines from stdout. */
+/** Runs a Bun script of this repository, reading its JSON log lines; its warnings go to stderr. */
 export function spawnBun(entry: string, env: Record<string, string>, args: string[] = []): Service {
   // BENCH_PROFILE=api (or worker): that service writes a CPU profile (markdown) to /tmp/taskcast-profile.
   const profile = process.env.BENCH_PROFILE && entry.startsWith(process.env.BENCH_PROFILE)
     ? ['--cpu-prof-md', '--cpu-prof-dir=/tmp/taskcast-profile']
     : []
-  const proc = Bun.spawn([process.execPath, ...profile, join(root, entry), ...args], {
+  const child = spawnChildService(entry, [process.execPath, ...profile, join(root, entry), ...args], {
     cwd: root,
     env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'inherit',
-  })
-  const lines: Array<Record<string, unknown>> = []
-  const waiters = new Set<(line: Record<string, unknown>) => void>()
-  void (async () => {
-    let buffer = ''
-    for await (const chunk of proc.stdout.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk
-      for (let newline = buffer.indexOf('\n'); newline >= 0; newline = buffer.indexOf('\n')) {
-        const text = buffer.slice(0, newline)
-        buffer = buffer.slice(newline + 1)
-        try {
-          const line = JSON.parse(text) as Record<string, unknown>
-          lines.push(line)
-          if (typeof line.level === 'string' && ['warn', 'error', 'fatal'].includes(line.level)) {
-            process.stderr.write(`${entry}: ${line.level}: ${String(line.message)}${line.err ? ` (${JSON.stringify(line.err).slice(0, 300)})` : ''}\n`)
-          }
-          for (const waiter of waiters) waiter(line)
-        } catch {
-          // not a JSON line
-        }
+    onLine(line) {
+      if (typeof line.level === 'string' && ['warn', 'error', 'fatal'].includes(line.level)) {
+        process.stderr.write(`${entry}: ${line.level}: ${String(line.message)}${line.err ? ` (${JSON.stringify(line.err).slice(0, 300)})` : ''}\n`)
       }
-    }
-  })()
-  return {
-    proc,
-    waitForLog(match, timeoutMs = 30_000) {
-      const seen = lines.find(match)
-      if (seen) return Promise.resolve(seen)
-      return new Promise((resolvePromise, reject) => {
-        const waiter = (line: Record<string, unknown>) => {
-          if (!match(line)) return
-          waiters.delete(waiter)
-          clearTimeout(timer)
-          resolvePromise(line)
-        }
-        const timer = setTimeout(() => {
-          waiters.delete(waiter)
-          reject(new Error(`${entry}: no expected log line within ${timeoutMs} ms`))
-        }, timeoutMs)
-        waiters.add(waiter)
-        void proc.exited.then((code) => {
-          if (!waiters.delete(waiter)) return
-          clearTimeout(timer)
-          reject(new Error(`${entry} exited (${code}) before the expected log line`))
-        })
-      })
     },
-    async stop() {
-      proc.kill('SIGTERM')
-      const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
-      await proc.exited
-      clearTimeout(killer)
-    },
-  }
+  })
+  return { ...child, stop: (signal = 'SIGTERM', killAfterMs = 10_000) => child.stop(signal, killAfterMs) }
 }
 
 /** The API on a free port, ready (migrations current, LISTEN up). Logs at warn and above only. */
@@ -110,7 +55,7 @@ export async function startApi(databaseUrl: string, env: Record<string, string> 
     ...env,
     LOG_LEVEL: 'info', // the port comes in the "listening" line; nothing per request is logged at info
   })
-  const listening = await service.waitForLog((line) => line.message === 'listening')
+  const listening = await service.waitForLog((line) => line.message === 'listening', 30_000)
   const url = `http://127.0.0.1:${listening.port}`
   for (let ready = false; !ready; await Bun.sleep(20)) {
     ready = await fetch(`${url}/readyz`).then((response) => response.ok, () => false)
@@ -126,7 +71,7 @@ export async function startWorker(databaseUrl: string, queue: string, env: Recor
     ...env,
     LOG_LEVEL: 'info',
   })
-  await service.waitForLog((line) => line.message === 'worker started')
+  await service.waitForLog((line) => line.message === 'worker started', 30_000)
   return service
 }
 

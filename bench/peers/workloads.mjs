@@ -33,6 +33,18 @@ async function addLoops(producer, { connections, seconds, samples }) {
   return adds;
 }
 
+/** Adds one job every `everyMs` for `seconds`, on schedule; resolves with how many were added. */
+async function addPaced(seconds, everyMs, add) {
+  const start = now();
+  let added = 0;
+  while (now() - start < seconds * 1000) {
+    await sleep(start + added * everyMs - now());
+    await add();
+    added += 1;
+  }
+  return added;
+}
+
 async function withProducer(peer, fn) {
   await peer.reset();
   const rss = startRssSampler();
@@ -106,13 +118,7 @@ export function pickup(peer, { peerName, seconds, concurrency, variant }) {
     const worker = spawnWorker({ peer: peerName, mode: "pickup", concurrency, variant });
     await worker.ready();
     await sleep(SETTLE_MS);
-    const start = now();
-    let added = 0;
-    while (now() - start < seconds * 1000) {
-      await sleep(start + added * PICKUP_EVERY_MS - now());
-      await producer.add({ sentAt: now() });
-      added += 1;
-    }
+    const added = await addPaced(seconds, PICKUP_EVERY_MS, () => producer.add({ sentAt: now() }));
     while ((await worker.count()) < added) await sleep(20);
     const { rssMiB, pickupSamples } = await worker.stop();
     const { p50, p99 } = latencyFields(pickupSamples);
@@ -130,13 +136,7 @@ export function progress(peer, { peerName, seconds, concurrency, variant }) {
       const worker = spawnWorker({ peer: peerName, mode: "progress", concurrency, variant });
       await worker.ready();
       await sleep(SETTLE_MS);
-      const start = now();
-      let added = 0;
-      while (now() - start < seconds * 1000) {
-        await sleep(start + added * PROGRESS_JOB_EVERY_MS - now());
-        await producer.add({});
-        added += 1;
-      }
+      const added = await addPaced(seconds, PROGRESS_JOB_EVERY_MS, () => producer.add({}));
       const expected = added * PROGRESS_UPDATES;
       while ((await worker.count()) < added || samples.length < expected) await sleep(20);
       const { rssMiB } = await worker.stop();

@@ -20,26 +20,13 @@ export interface SseRead {
  * response. Parsing is eventsource-parser's, the same as the `eventsource` client's.
  */
 export async function readSse(response: Response, until: (read: SseRead) => boolean = () => false): Promise<SseRead> {
-  const read: SseRead = { events: [], comments: [], ended: false }
-  const parser = createParser({
-    onEvent: (message: EventSourceMessage) => read.events.push({ id: message.id, event: message.event, data: JSON.parse(message.data) }),
-    onComment: (comment) => read.comments.push(comment.trim()),
-    onRetry: (ms) => (read.retry = ms),
-  })
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader()
+  const follow = followSse(response)
   try {
-    while (!until(read)) {
-      const { value, done } = await reader.read()
-      if (done) {
-        read.ended = true
-        break
-      }
-      parser.feed(value)
-    }
+    await follow.waitFor((read) => read.ended || until(read), 30_000, 'the end of the stream')
+    return { ...follow.read } // `ended` as it was: letting go below ends the stream from this side
   } finally {
-    await reader.cancel().catch(() => {})
+    await follow.close()
   }
-  return read
 }
 
 export const isTerminalEvent = (event: SseEvent) =>
