@@ -56,8 +56,13 @@ export async function taskClaim(sql: Sql, { workerId, queues, limit, leaseSecond
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`)
 }
 
+/**
+ * The rows a lease still holds. `locked_by` is set only while a task runs (a CHECK says so), so no
+ * `status = 'running'` is needed: with it, the planner may scan the whole running-leases index,
+ * dead entries included, instead of looking the ids up.
+ */
 const fenced = (sql: Sql, lease: Lease) =>
-  sql`id = ${lease.id} and status = 'running' and attempt = ${lease.attempt} and locked_by = ${lease.workerId}`
+  sql`id = ${lease.id} and attempt = ${lease.attempt} and locked_by = ${lease.workerId}`
 
 /** Stores the latest progress of a running attempt and appends its event; false when fenced out. */
 export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): Promise<boolean> {
@@ -69,27 +74,29 @@ export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): 
   return rows.length > 0
 }
 
-export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Promise<TaskRow | undefined> {
-  return (await taskSucceedMany(sql, lease.workerId, [{ lease, result }]))[0]
+/** Ends a running attempt as succeeded; false when it was fenced out. */
+export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Promise<boolean> {
+  return (await taskSucceedMany(sql, lease.workerId, [{ lease, result }]))[0]!
 }
 
 /**
  * Ends many running attempts of one worker as succeeded in one statement (one commit, one NOTIFY
- * round): each fenced by its lease like taskSucceed. Returns, in order, each task's row, or
- * undefined for an attempt that was fenced out.
+ * round): each fenced by its lease like taskSucceed (see `fenced`). Returns, in order, whether each was stored
+ * (false: that attempt was fenced out).
  */
-export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>): Promise<Array<TaskRow | undefined>> {
-  const rows = await withEvent<TaskRow>(sql, sql`
+export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>): Promise<boolean[]> {
+  const rows = await withEvent<{ id: string }>(sql, sql`
     update taskcast.tasks t
     set status = 'succeeded', result = v.result::jsonb, finished_at = now(), locked_by = null, lease_until = null,
         last_seq = t.last_seq + 1
     from unnest(${done.map((d) => d.lease.id)}::uuid[], ${done.map((d) => d.lease.attempt)}::int[],
                 ${done.map((d) => (d.result === undefined ? null : JSON.stringify(d.result)))}::text[]) as v(id, attempt, result)
-    where t.id = v.id and t.status = 'running' and t.attempt = v.attempt and t.locked_by = ${workerId}
+    where t.id = v.id and t.attempt = v.attempt and t.locked_by = ${workerId}
     returning t.*`,
-    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`)
-  const byId = new Map(rows.map((row) => [row.id, row]))
-  return done.map((d) => byId.get(d.lease.id))
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`,
+    { idsOnly: true })
+  const stored = new Set(rows.map((row) => row.id))
+  return done.map((d) => stored.has(d.lease.id))
 }
 
 /** Ends the task as failed: out of attempts, or a permanent error. */
@@ -138,7 +145,7 @@ export async function taskRelease(sql: Sql, workerId: string, ids: string[], rea
     update taskcast.tasks
     set status = 'queued', attempt = attempt - 1, run_at = now(), locked_by = null, lease_until = null,
         last_seq = last_seq + 1
-    where id = any(${ids}::uuid[]) and status = 'running' and locked_by = ${workerId}
+    where id = any(${ids}::uuid[]) and locked_by = ${workerId}
     returning *`,
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'reason', ${reason}::text)`,
     { wake: true })
@@ -158,7 +165,7 @@ export async function taskLeaseRenew(sql: Sql, workerId: string, ids: string[], 
   if (ids.length === 0) return []
   return sql<LeaseState[]>`
     update taskcast.tasks set lease_until = now() + make_interval(secs => ${leaseSeconds})
-    where id = any(${ids}::uuid[]) and status = 'running' and locked_by = ${workerId}
+    where id = any(${ids}::uuid[]) and locked_by = ${workerId}
     returning id, cancel_requested`
 }
 

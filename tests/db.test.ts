@@ -3,7 +3,7 @@ import { createSql } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
 import { taskEventsAfter } from '../db/task-events.ts'
 import { taskClaim, taskClaimCandidates, taskProgress, taskSucceed, taskSucceedMany, type Lease } from '../db/task-leases.ts'
-import { taskCancel, taskInsert } from '../db/tasks.ts'
+import { taskCancel, taskGet, taskInsert } from '../db/tasks.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
 import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
 
@@ -148,7 +148,9 @@ describe('writes of a claimed attempt', () => {
       { lease: { ...lease(0), attempt: 2 }, result: { stale: true } },
       { lease: lease(1), result: null },
     ])
-    expect(stored.map((row) => row?.result ?? row?.status)).toEqual([{ n: 2 }, undefined, 'succeeded'])
+    expect(stored).toEqual([true, false, true])
+    const rows = await Promise.all(tasks.map((task) => taskGet(sql, tenant.id, task.id)))
+    expect(rows.map((row) => [row!.status, row!.result])).toEqual([['running', null], ['succeeded', null], ['succeeded', { n: 2 }]])
     const events = await taskEventsAfter(sql, tasks[2]!.id, 0)
     expect(events.at(-1)!.data).toEqual({ status: 'succeeded', attempt: 1, result: { n: 2 } })
     expect((await taskEventsAfter(sql, tasks[0]!.id, 0)).at(-1)!.data).toMatchObject({ status: 'running' })
@@ -160,13 +162,15 @@ describe('writes of a claimed attempt', () => {
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
     await claimAll(task!.queue, 1, 'worker-a')
     const lease: Lease = { id: task!.id, attempt: 1, workerId: 'worker-a' }
-    expect(await taskSucceed(sql, { ...lease, attempt: 2 }, { late: true })).toBeUndefined()
-    expect(await taskSucceed(sql, { ...lease, workerId: 'worker-b' }, { late: true })).toBeUndefined()
+    expect(await taskSucceed(sql, { ...lease, attempt: 2 }, { late: true })).toBe(false)
+    expect(await taskSucceed(sql, { ...lease, workerId: 'worker-b' }, { late: true })).toBe(false)
     expect(await taskProgress(sql, { ...lease, workerId: 'worker-b' }, { percent: 5 })).toBe(false)
     expect(await taskProgress(sql, lease, { percent: 50, message: 'half' })).toBe(true)
-    const done = await taskSucceed(sql, lease, { ok: true })
-    expect(done).toMatchObject({ status: 'succeeded', result: { ok: true }, lockedBy: null, progress: { percent: 50 } })
-    expect(await taskSucceed(sql, lease, { again: true })).toBeUndefined()
+    expect(await taskSucceed(sql, lease, { ok: true })).toBe(true)
+    expect(await taskGet(sql, tenant.id, task!.id)).toMatchObject({
+      status: 'succeeded', result: { ok: true }, lockedBy: null, progress: { percent: 50 },
+    })
+    expect(await taskSucceed(sql, lease, { again: true })).toBe(false)
     const events = await taskEventsAfter(sql, task!.id, 0)
     expect(events.map((event) => [event.seq, event.kind])).toEqual([
       [1, 'status'], [2, 'status'], [3, 'progress'], [4, 'status'],

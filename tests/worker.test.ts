@@ -1,8 +1,11 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
+import { taskClaim, taskSucceed } from '../db/task-leases.ts'
 import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
+import { prefetchTarget } from '../worker/loop.ts'
+import { runTask, TaskAbort, type RunEnd } from '../worker/run.ts'
 import { testDb } from './support/database.ts'
-import { newTask, newTenant, startWorker, uniqueName, until } from './support/fixtures.ts'
+import { newTask, newTenant, quietLog, startWorker, uniqueName, until } from './support/fixtures.ts'
 
 const stops: Array<() => Promise<void>> = []
 afterEach(async () => {
@@ -217,5 +220,57 @@ describe('the worker', () => {
     expect(stored).toMatchObject({ status: 'queued', attempt: 0, lockedBy: null })
     const events = await taskEventsAfter(testDb().sql, task.id, 0)
     expect(events.at(-1)!.data).toEqual({ status: 'queued', attempt: 0, reason: 'released: the worker shut down' })
+  })
+})
+
+describe('claiming ahead of free slots', () => {
+  test('holds as many tasks ahead as quick handlers free during one claim, and none behind slow ones', () => {
+    expect(prefetchTarget({ concurrency: 16, maxPrefetch: 16 })).toBe(0)
+    expect(prefetchTarget({ concurrency: 16, maxPrefetch: 16, handlerMs: 0.1, claimMs: 3 })).toBe(16)
+    expect(prefetchTarget({ concurrency: 16, maxPrefetch: 16, handlerMs: 12, claimMs: 3 })).toBe(4)
+    expect(prefetchTarget({ concurrency: 16, maxPrefetch: 16, handlerMs: 60_000, claimMs: 3 })).toBe(0)
+    expect(prefetchTarget({ concurrency: 16, maxPrefetch: 0, handlerMs: 0.1, claimMs: 3 })).toBe(0)
+  })
+
+  test('stopped while draining quick tasks, leaves each one either done once or back in the queue untouched', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const tasks = await taskInsert(sql, Array.from({ length: 400 }, () => newTask(tenant.id, { queue, type: 'demo.noop', payload: {} })))
+    const started = await startWorker({ queues: [queue], concurrency: 2, prefetch: 16 })
+    let ended = 0
+    const halfway = new Promise<void>((resolve) => started.worker.onRunEnd(() => ++ended === 150 && resolve()))
+    await halfway
+    await started.stop(5_000)
+
+    const rows = await sql<Array<{ status: string; attempt: number; n: number }>>`
+      select status, attempt, count(*)::int as n from taskcast.tasks where queue = ${queue} group by 1, 2 order by 1`
+    const counts = Object.fromEntries(rows.map((row) => [`${row.status}:${row.attempt}`, row.n]))
+    expect(Object.keys(counts).every((key) => key === 'succeeded:1' || key === 'queued:0')).toBe(true)
+    expect(counts['succeeded:1']).toBeGreaterThanOrEqual(150)
+    expect((counts['succeeded:1'] ?? 0) + (counts['queued:0'] ?? 0)).toBe(tasks.length)
+    // A task handed back had been claimed, never run: its last event says so.
+    const [handedBack] = await sql<[{ n: number; released: number }]>`
+      select count(*)::int as n, count(*) filter (where e.data ->> 'reason' = 'released: the worker shut down')::int as released
+      from taskcast.tasks t join taskcast.task_events e on e.task_id = t.id and e.seq = t.last_seq
+      where t.queue = ${queue} and t.status = 'queued' and t.last_seq > 1`
+    expect(handedBack.released).toBe(handedBack.n)
+  })
+
+  test('a task canceled while it waited for a slot never reaches its handler', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    await taskInsert(sql, [newTask(tenant.id, { queue, type: 'demo.noop', payload: {} })])
+    const [task] = await taskClaim(sql, { workerId: 'worker-a', queues: [queue], limit: 1, leaseSeconds: 30 })
+    expect(await taskCancel(sql, tenant.id, task!.id)).toMatchObject({ outcome: 'requested' })
+    const controller = new AbortController()
+    controller.abort(new TaskAbort('canceled', 'canceled by request'))
+    const end: RunEnd = await runTask(task!, {
+      sql, log: quietLog, workerId: 'worker-a', controller, succeed: (lease, result) => taskSucceed(sql, lease, result),
+    })
+    expect(end).toBe('canceled')
+    expect(await taskGet(sql, tenant.id, task!.id)).toMatchObject({ status: 'canceled', result: null })
+    expect(statuses(await taskEventsAfter(sql, task!.id, 0))).toEqual(['queued:0', 'running:1', 'canceled:1'])
   })
 })

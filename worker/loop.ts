@@ -19,6 +19,12 @@ export interface WorkerOptions {
   workerId: string
   queues: readonly string[]
   concurrency: number
+  /**
+   * Most tasks claimed ahead of free slots, to start as slots free up without waiting for a
+   * claim. How many are taken is adapted to the handlers' pace (see prefetchTarget); 0: none.
+   * Default: concurrency.
+   */
+  prefetch?: number
   leaseSeconds: number
   /** Finished tasks older than this are deleted with their events; 0 or unset: kept. */
   retentionSeconds?: number
@@ -43,18 +49,46 @@ export interface Worker {
 interface Running {
   task: TaskRow
   controller: AbortController
-  done: Promise<void>
+  /** Settles when the run has ended; undefined while the task waits for a slot. */
+  done?: Promise<void>
+}
+
+/** Weight of the newest sample in the moving averages of handler time and claim time. */
+const smoothing = 0.2
+const average = (mean: number | undefined, sample: number) => (mean === undefined ? sample : mean + smoothing * (sample - mean))
+
+/**
+ * How many tasks to hold ahead of free slots: as many as `concurrency` handlers taking `handlerMs`
+ * each free up during one claim of `claimMs` (Little's law), at most `maxPrefetch`; none until
+ * both times are known.
+ */
+export function prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs }:
+  { concurrency: number; maxPrefetch: number; handlerMs?: number; claimMs?: number }): number {
+  if (handlerMs === undefined || claimMs === undefined) return 0
+  return Math.min(maxPrefetch, Math.floor((concurrency * claimMs) / Math.max(handlerMs, 0.01)))
 }
 
 /**
  * The claim loop. A NOTIFY on the ready channel, a finished task, a retry coming due and a poll
  * every `pollMs` all call `fill()`, which claims up to the free slots in one statement; a call
  * made while a claim is in flight makes that claim go round again, so no wake-up is lost.
+ *
+ * When handlers are quick next to a claim, a slot would sit empty for a whole claim round trip
+ * after each one ends; so the worker also claims a few tasks ahead (`waiting`), as many as the
+ * running handlers are expected to free during one claim (Little's law, from moving averages of
+ * both times). Waiting tasks hold leases like running ones; slow handlers get none ahead, so no
+ * task waits behind them while another worker is idle.
  */
 export function createWorker(options: WorkerOptions): Worker {
   const { sql, listener, log, workerId, queues, concurrency, leaseSeconds, pollMs, traceMode } = options
+  const maxPrefetch = options.prefetch ?? concurrency
+  /** Every task this worker holds a lease on: running, or waiting for a slot. */
   const running = new Map<string, Running>()
-  const metrics = createWorkerMetrics({ listener, running: () => running.size })
+  /** Claimed ahead, in claim order, waiting for a slot. */
+  const waiting: Running[] = []
+  let handlerMs: number | undefined
+  let claimMs: number | undefined
+  const metrics = createWorkerMetrics({ listener, running: () => running.size - waiting.length })
   // Tasks that succeed while an earlier success is being stored are stored together: one commit.
   const succeed = createBatcher(
     (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done),
@@ -104,29 +138,44 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       do {
         again = false
-        const free = concurrency - handlersRunning
-        if (free <= 0 || stopping) break
-        const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: free, leaseSeconds })
-        for (const task of tasks) start(task)
+        const room = concurrency + prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs }) - handlersRunning - waiting.length
+        if (room <= 0 || stopping) break
+        const claimStarted = performance.now()
+        const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: room, leaseSeconds })
+        if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)
+        for (const task of tasks) claimed(task)
+        startWaiting()
         // A full batch suggests more are waiting; go round until a claim comes back short.
-        if (tasks.length === free) again = true
+        if (tasks.length === room) again = true
       } while (again && !stopping)
     } catch (error) {
       log.error({ err: error }, 'claiming tasks failed')
     }
   }
 
-  function start(task: TaskRow) {
+  function claimed(task: TaskRow) {
     log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
     metrics.claimed(task)
+    const entry: Running = { task, controller: new AbortController() }
+    running.set(task.id, entry)
+    waiting.push(entry)
+  }
+
+  /** Starts waiting tasks while slots are free. */
+  function startWaiting() {
+    while (handlersRunning < concurrency && waiting.length > 0 && !stopping) start(waiting.shift()!)
+  }
+
+  function start(entry: Running) {
+    const { task, controller } = entry
     const startedAt = performance.now()
-    const controller = new AbortController()
-    const entry: Running = { task, controller, done: Promise.resolve() }
     let slotHeld = true
     const freeSlot = () => {
       if (!slotHeld) return
       slotHeld = false
       handlersRunning--
+      handlerMs = average(handlerMs, performance.now() - startedAt)
+      startWaiting()
       refill()
     }
     handlersRunning++
@@ -152,15 +201,21 @@ export function createWorker(options: WorkerOptions): Worker {
         running.delete(task.id)
         freeSlot()
       })
-    running.set(task.id, entry)
   }
 
   listener.on(Channel.taskReady, (queue) => {
     if (queues.includes(queue)) void fill()
   })
 
-  const abort = (taskId: string, why: TaskAbort['why'], message: string) =>
-    running.get(taskId)?.controller.abort(new TaskAbort(why, message))
+  function abort(taskId: string, why: TaskAbort['why'], message: string) {
+    const entry = running.get(taskId)
+    if (!entry) return
+    entry.controller.abort(new TaskAbort(why, message))
+    // A waiting task is started at once: its run sees the signal and stores the outcome without
+    // calling the handler.
+    const index = waiting.indexOf(entry)
+    if (index >= 0) start(waiting.splice(index, 1)[0]!)
+  }
   const leases = createLeaseKeeper({
     sql,
     log,
@@ -196,6 +251,13 @@ export function createWorker(options: WorkerOptions): Worker {
       clearInterval(poll)
       rescuer.stop()
       await round
+      // Tasks claimed ahead go back to the queue at once, for other workers.
+      const unstarted = waiting.splice(0).map((entry) => entry.task.id)
+      for (const id of unstarted) running.delete(id)
+      if (unstarted.length > 0) {
+        const released = await taskRelease(sql, workerId, unstarted, 'released: the worker shut down')
+        log.info({ released: released.length }, 'released tasks claimed ahead back to the queue')
+      }
       const all = () => Promise.all([...running.values()].map((entry) => entry.done))
       const finished = await Promise.race([all().then(() => true), Bun.sleep(graceMs).then(() => false)])
       if (!finished) {
@@ -210,7 +272,7 @@ export function createWorker(options: WorkerOptions): Worker {
       await listener.stop()
     },
     get running() {
-      return running.size
+      return running.size - waiting.length
     },
     onRunEnd(listener) {
       runEndListeners.push(listener)

@@ -14,6 +14,8 @@ import { createWorker } from './loop.ts'
 const Env = v.object({
   DATABASE_URL: env.databaseUrl,
   WORKER_CONCURRENCY: env.int(10, 1, 1000),
+  /** Most tasks claimed ahead of free slots (adapted to the handlers' pace); unset: WORKER_CONCURRENCY. */
+  WORKER_PREFETCH: v.optional(env.int(0, 0, 1000), undefined),
   WORKER_QUEUES: v.optional(
     v.pipe(v.string(), v.transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean)), v.array(QueueName), v.minLength(1, 'name at least one queue')),
     'default',
@@ -59,6 +61,7 @@ const worker = createWorker({
   workerId,
   queues: config.WORKER_QUEUES,
   concurrency: config.WORKER_CONCURRENCY,
+  prefetch: config.WORKER_PREFETCH,
   leaseSeconds: config.TASKCAST_LEASE_SECONDS,
   retentionSeconds: config.TASKCAST_RETENTION_DAYS * 86_400,
   pollMs: config.TASKCAST_POLL_MS,

@@ -32,8 +32,8 @@ export interface RunOptions {
   workerId: string
   /** Aborted by the loop on cancel or shutdown; the run adds the timeout. */
   controller: AbortController
-  /** Stores a successful outcome (the loop batches them); undefined when the lease was lost. */
-  succeed(lease: Lease, result: unknown): Promise<TaskRow | undefined>
+  /** Stores a successful outcome (the loop batches them); false when the lease was lost. */
+  succeed(lease: Lease, result: unknown): Promise<boolean>
   /** Told when the handler has finished, before its outcome is stored: its slot can be reused. */
   onHandlerDone?: () => void
   /** Told when a failed attempt will run again, so the loop can wake up for it. */
@@ -125,15 +125,17 @@ async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, contro
   )
   // A handler that ignores its signal is not waited for: the outcome is decided when it fires.
   const aborted = new Promise<'aborted'>((resolve) => signal.addEventListener('abort', () => resolve('aborted'), { once: true }))
-  let outcome: { returned: unknown } | { threw: unknown } | 'aborted'
-  try {
-    const value = await Promise.race([handler(parsed.output, ctx), aborted])
-    outcome = value === 'aborted' ? 'aborted' : { returned: value }
-  } catch (error) {
-    outcome = signal.aborted ? 'aborted' : { threw: error }
-  } finally {
-    clearTimeout(timeout)
+  let outcome: { returned: unknown } | { threw: unknown } | 'aborted' = 'aborted'
+  // A task canceled (or lost) while it waited for a slot never reaches its handler.
+  if (!signal.aborted) {
+    try {
+      const value = await Promise.race([handler(parsed.output, ctx), aborted])
+      outcome = value === 'aborted' ? 'aborted' : { returned: value }
+    } catch (error) {
+      outcome = signal.aborted ? 'aborted' : { threw: error }
+    }
   }
+  clearTimeout(timeout)
   await progress.close()
   onHandlerDone?.()
 

@@ -90,7 +90,7 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
 }
 
 /** The real claim loop on the test database with its own LISTEN connection, as worker/main.ts wires it. */
-export async function startWorker(options: Partial<Pick<WorkerOptions, 'queues' | 'concurrency' | 'pollMs' | 'leaseSeconds'>> & { queues: string[] }) {
+export async function startWorker(options: Partial<Pick<WorkerOptions, 'queues' | 'concurrency' | 'prefetch' | 'pollMs' | 'leaseSeconds'>> & { queues: string[] }) {
   const { sql, url } = testDb()
   const listener = createListener({ url, applicationName: 'taskcast-test-worker', log: quietLog, healthCheckMs: 2000 })
   const worker = createWorker({
