@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
+import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
 import { contextFromCarrier, currentTraceCarrier, spanContextFromCarrier, type TraceCarrier } from './trace-context.ts'
 
 /**
@@ -9,6 +9,17 @@ import { contextFromCarrier, currentTraceCarrier, spanContextFromCarrier, type T
 const tracer = trace.getTracer('taskcast')
 
 export type TraceMode = 'child' | 'link'
+
+let exported = true
+
+/**
+ * Told by initTelemetry whether spans leave the process. When they do not, an attempt runs under
+ * a non-recording span that carries its task's stored trace context (log lines still name the
+ * trace), and is spared the ids, attributes and context parsing of a span nobody will see.
+ */
+export function setSpansExported(value: boolean): void {
+  exported = value
+}
 
 export interface TaskInfo {
   id: string
@@ -61,6 +72,11 @@ export async function withExecuteSpan<T>(
   mode: TraceMode,
   execute: (span: Span) => Promise<T>,
 ): Promise<T> {
+  if (!exported) {
+    const stored = contextFromCarrier(carrier)
+    const span = trace.wrapSpanContext(trace.getSpanContext(stored) ?? INVALID_SPAN_CONTEXT)
+    return runInSpan(span, stored, () => execute(span))
+  }
   const enqueued = spanContextFromCarrier(carrier)
   const parent = mode === 'child' ? contextFromCarrier(carrier) : context.active()
   const span = tracer.startSpan(`task.execute ${task.type}`, {

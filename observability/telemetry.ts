@@ -5,6 +5,7 @@ import { OTLPTraceExporter as OtlpJsonExporter } from '@opentelemetry/exporter-t
 import { OTLPTraceExporter as OtlpProtobufExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus'
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources'
+import { setSpansExported } from './spans.ts'
 import { MeterProvider } from '@opentelemetry/sdk-metrics'
 import {
   AlwaysOffSampler,
@@ -78,6 +79,7 @@ export function initTelemetry(defaultServiceName: string, env: Env = process.env
     .merge(detectResources({ detectors: [envDetector] }))
 
   const exporting = exportingFromEnv(env)
+  setSpansExported(exporting)
   const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf').trim()
   if (exporting && protocol !== 'http/json' && protocol !== 'http/protobuf') {
     console.warn(`OTEL_EXPORTER_OTLP_PROTOCOL=${protocol} is not supported here; sending http/protobuf`)

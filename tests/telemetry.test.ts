@@ -157,6 +157,15 @@ describe('one trace from the HTTP request into the worker', () => {
     expect(execution.links).toEqual([{ traceId: task.traceId, spanId: enqueue.spanId }])
   }, 60_000)
 
+  test('with no exporter configured, nothing is sent, and the worker\'s log lines still name the task\'s trace', async () => {
+    const before = received.length
+    const { task, workerLogs } = await runTask({}, { seconds: 0, failTimes: 1 })
+    expect(task.traceId).toMatch(/^[0-9a-f]{32}$/)
+    const retryLine = workerLogs.find((line) => line.message === 'attempt failed; will retry')!
+    expect(retryLine).toMatchObject({ taskId: task.id, trace_id: task.traceId })
+    expect(received.length).toBe(before)
+  }, 60_000)
+
   test('OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf sends protobuf', async () => {
     const before = protobufBodies.length
     const { task } = await runTask(otel('http/protobuf'), { seconds: 0 })

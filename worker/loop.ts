@@ -22,7 +22,7 @@ export interface WorkerOptions {
   /**
    * Most tasks claimed ahead of free slots, to start as slots free up without waiting for a
    * claim. How many are taken is adapted to the handlers' pace (see prefetchTarget); 0: none.
-   * Default: concurrency.
+   * Default: 4 × concurrency.
    */
   prefetch?: number
   leaseSeconds: number
@@ -81,7 +81,7 @@ export function prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs }:
  */
 export function createWorker(options: WorkerOptions): Worker {
   const { sql, listener, log, workerId, queues, concurrency, leaseSeconds, pollMs, traceMode } = options
-  const maxPrefetch = options.prefetch ?? concurrency
+  const maxPrefetch = options.prefetch ?? 4 * concurrency
   /** Every task this worker holds a lease on: running, or waiting for a slot. */
   const running = new Map<string, Running>()
   /** Claimed ahead, in claim order, waiting for a slot. */
@@ -138,8 +138,13 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       do {
         again = false
-        const room = concurrency + prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs }) - handlersRunning - waiting.length
+        const ahead = prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs })
+        const room = concurrency + ahead - handlersRunning - waiting.length
         if (room <= 0 || stopping) break
+        // With quick handlers, slots free up by the dozen: rather than a claim for the first few,
+        // wait for half of them (a finishing task calls fill() again), so each claim carries more.
+        const busy = handlersRunning + waiting.length > 0
+        if (ahead > 0 && busy && room < (concurrency + ahead) / 2) break
         const claimStarted = performance.now()
         const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: room, leaseSeconds })
         if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)

@@ -14,7 +14,7 @@ import { createWorker } from './loop.ts'
 const Env = v.object({
   DATABASE_URL: env.databaseUrl,
   WORKER_CONCURRENCY: env.int(10, 1, 1000),
-  /** Most tasks claimed ahead of free slots (adapted to the handlers' pace); unset: WORKER_CONCURRENCY. */
+  /** Most tasks claimed ahead of free slots (adapted to the handlers' pace); unset: 4 × WORKER_CONCURRENCY. */
   WORKER_PREFETCH: v.optional(env.int(0, 0, 1000), undefined),
   WORKER_QUEUES: v.optional(
     v.pipe(v.string(), v.transform((s) => s.split(',').map((q) => q.trim()).filter(Boolean)), v.array(QueueName), v.minLength(1, 'name at least one queue')),
