@@ -106,15 +106,15 @@ type Fragment = postgres.PendingQuery<postgres.Row[]>
  * pool's notifier when it has one (see db/notify.ts), else by a NOTIFY in the statement itself.
  * `data` is an expression over the changed row. With `wake`, the workers of the rows' queues are
  * notified too (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can
- * have opened yet) there is one notification per tenant, with its latest event id. With
- * `idsOnly`, only the changed rows' ids come back (less to send and parse on a hot path).
+ * have opened yet) there is one notification per tenant, with its latest event id. `columns`
+ * (over `changed`; default all) trims what comes back, which hot paths need not send and parse.
  */
 export async function withEvent<Row extends object>(
   sql: Queryable,
   change: Fragment,
   kind: 'status' | 'progress',
   data: Fragment,
-  { wake = false, perTenant = false, idsOnly = false } = {},
+  { wake = false, perTenant = false, columns }: { wake?: boolean; perTenant?: boolean; columns?: Fragment } = {},
 ): Promise<Row[]> {
   const insertEvents = sql`
     insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
@@ -124,12 +124,10 @@ export async function withEvent<Row extends object>(
   if (notifier) {
     const rows = await sql<Array<Row & { id: string; tenantId: string; queue: string; eventId: string; eventSeq: number }>>`
       with changed as (${change}), events as (${insertEvents})
-      select ${idsOnly ? sql`changed.id, changed.tenant_id, changed.queue` : sql`changed.*`}, events.id as event_id, events.seq as event_seq
+      select ${columns ?? sql`changed.*`}, changed.id, changed.tenant_id, changed.queue, events.id as event_id, events.seq as event_seq
       from changed join events on events.task_id = changed.id`
     notifier.send(notices(rows, { wake, perTenant }))
-    return idsOnly
-      ? rows.map((row) => ({ id: row.id }) as unknown as Row)
-      : rows.map(({ eventId: _id, eventSeq: _seq, ...row }) => row as unknown as Row)
+    return rows.map(({ eventId: _id, eventSeq: _seq, ...row }) => row as unknown as Row)
   }
   const notify = perTenant
     ? sql`select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
@@ -144,7 +142,7 @@ export async function withEvent<Row extends object>(
       select count(pg_notify(${Channel.taskReady}, queue)) from (select distinct queue from changed) q
       where ${wake}
     )
-    select ${idsOnly ? sql`changed.id` : sql`changed.*`} from changed, notified, woken`
+    select ${columns ?? sql`changed.*`} from changed, notified, woken`
 }
 
 /** The notifications for changed rows and their events, as the in-statement NOTIFYs would send them. */

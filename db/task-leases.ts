@@ -94,7 +94,7 @@ export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ 
     where t.id = v.id and t.attempt = v.attempt and t.locked_by = ${workerId}
     returning t.*`,
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`,
-    { idsOnly: true })
+    { columns: sql`changed.id` })
   const stored = new Set(rows.map((row) => row.id))
   return done.map((d) => stored.has(d.lease.id))
 }

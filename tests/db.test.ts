@@ -53,6 +53,21 @@ describe('schema constraints', () => {
   })
 })
 
+describe('taskInsert', () => {
+  test('returns each task as it is stored, in the order given', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const later = new Date(Date.now() + 60_000)
+    const tasks = await taskInsert(sql, [
+      newTask(tenant.id, { payload: { b: [1, 2.5, 'x'], a: { nested: null } }, priority: 7 }),
+      newTask(tenant.id, { runAt: later, traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }),
+    ])
+    const stored = await Promise.all(tasks.map((task) => taskGet(sql, tenant.id, task.id)))
+    expect(tasks).toEqual(stored as typeof tasks)
+    expect(tasks[1]!.runAt.getTime()).toBe(later.getTime())
+  })
+})
+
 describe('taskClaim', () => {
   test('is served by the partial index over queued rows', async () => {
     const { sql } = testDb()
