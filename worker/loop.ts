@@ -121,12 +121,19 @@ export function createWorker(options: WorkerOptions): Worker {
   }
 
   /**
+   * Whether a freed slot should claim: the last claim came back full (more may be queued), or one
+   * was put off for a bigger batch. Otherwise the queue was empty at the last look, and new work
+   * comes with a NOTIFY (or the poll), so ending tasks make no empty claims.
+   */
+  let claimOnFree = false
+
+  /**
    * After runs end: claim for all the slots freed in this turn of the event loop at once (a
    * batch of successes frees many), not one claim for the first slot and another for the rest.
    */
   let refillScheduled = false
   function refill() {
-    if (refillScheduled || stopping) return
+    if (!claimOnFree || refillScheduled || stopping) return
     refillScheduled = true
     setImmediate(() => {
       refillScheduled = false
@@ -144,14 +151,18 @@ export function createWorker(options: WorkerOptions): Worker {
         // With quick handlers, slots free up by the dozen: rather than a claim for the first few,
         // wait for half of them (a finishing task calls fill() again), so each claim carries more.
         const busy = handlersRunning + waiting.length > 0
-        if (ahead > 0 && busy && room < (concurrency + ahead) / 2) break
+        if (ahead > 0 && busy && room < (concurrency + ahead) / 2) {
+          claimOnFree = true
+          break
+        }
         const claimStarted = performance.now()
         const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: room, leaseSeconds })
         if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)
         for (const task of tasks) claimed(task)
         startWaiting()
         // A full batch suggests more are waiting; go round until a claim comes back short.
-        if (tasks.length === room) again = true
+        claimOnFree = tasks.length === room
+        if (claimOnFree) again = true
       } while (again && !stopping)
     } catch (error) {
       log.error({ err: error }, 'claiming tasks failed')
