@@ -1,10 +1,14 @@
 import * as v from 'valibot'
 import { Channel } from '../db/client.ts'
 import type { Listener } from '../db/listener.ts'
+import type { TaskEventRow } from '../db/task-events.ts'
 import type { Logger } from '../observability/log.ts'
 
-/** Called with the seq of a new event of the task, or with 0 when events may have been missed. */
-export type Wake = (seq: number) => void
+/**
+ * Called with the seq of a new event of the task, and the event itself when the notification
+ * carried it whole; or with 0 when events may have been missed.
+ */
+export type Wake = (seq: number, event?: TaskEventRow) => void
 
 export interface EventHub {
   /**
@@ -28,14 +32,31 @@ export interface EventHub {
   readonly connected: boolean
 }
 
-/** One event of a task, or (for newly inserted tasks) only the tenant's latest event id. */
-const Notification = v.object({ tenant: v.string(), id: v.number(), task: v.optional(v.string()), seq: v.optional(v.number()) })
+/**
+ * One event of a task (whole when it is small: kind, data, at), or (for newly inserted tasks)
+ * only the tenant's latest event id.
+ */
+const Notification = v.object({
+  tenant: v.string(),
+  id: v.number(),
+  task: v.optional(v.string()),
+  seq: v.optional(v.number()),
+  kind: v.optional(v.picklist(['status', 'progress'])),
+  data: v.optional(v.record(v.string(), v.unknown())),
+  at: v.optional(v.pipe(v.string(), v.isoTimestamp())),
+})
+
+/** The event a notification carries whole, if it does. */
+function carriedEvent({ id, task, seq, kind, data, at }: v.InferOutput<typeof Notification>): TaskEventRow | undefined {
+  if (task === undefined || seq === undefined || kind === undefined || data === undefined || at === undefined) return undefined
+  return { id, taskId: task, seq, kind, data, createdAt: new Date(at) }
+}
 
 /**
  * Fans task events out to every stream of this process from its one LISTEN connection: a client
- * costs a closure in a map, never a database connection. A notification only says "task X has
- * event N"; streams read the rows themselves. After a reconnect every stream is woken, since
- * notifications sent while the connection was down are lost.
+ * costs a closure in a map, never a database connection. A notification says "task X has event
+ * N", with the event itself when it is small; streams read the rows they were not handed. After a
+ * reconnect every stream is woken, since notifications sent while the connection was down are lost.
  */
 export function createEventHub(listener: Listener, log: Logger): EventHub {
   const byTask = new Map<string, Set<Wake>>()
@@ -52,7 +73,7 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
   function subscribe(topics: Map<string, Set<Wake>>, key: string, wake: Wake, end: () => void): () => void {
     let wakes = topics.get(key)
     if (!wakes) topics.set(key, (wakes = new Set()))
-    const entry: Wake = (seq) => wake(seq)
+    const entry: Wake = (seq, event) => wake(seq, event)
     const endEntry = () => end()
     wakes.add(entry)
     ends.add(endEntry)
@@ -81,7 +102,8 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
     const wakes = byTask.get(event.task)
     if (!wakes) return
     notified.set(event.task, (notified.get(event.task) ?? 0) + 1)
-    for (const wake of wakes) wake(event.seq ?? 0)
+    const carried = carriedEvent(event)
+    for (const wake of wakes) wake(event.seq ?? 0, carried)
   })
   listener.onConnected(() => {
     reconnects++

@@ -16,8 +16,11 @@ export interface EventStreamOptions {
   pingMs: number
   /** Aborts when the client goes away. */
   signal: AbortSignal
-  /** Subscribes to wake-ups (new events, a reconnected LISTEN); `end` ends the stream. */
-  subscribe(wake: () => void, end: () => void): () => void
+  /**
+   * Subscribes to wake-ups (new events, a reconnected LISTEN); `end` ends the stream, `send`
+   * sends a frame at once (an event handed over whole, in order).
+   */
+  subscribe(wake: () => void, end: () => void, send: (frame: string) => void): () => void
   /** Sends the events after the stream's cursor, moving it on. */
   read(send: (frame: string) => void): Promise<ReadOutcome>
 }
@@ -88,7 +91,7 @@ export function eventStream({ log, context, pingMs, signal, subscribe, read }: E
   return new ReadableStream<Uint8Array>({
     start(streamController) {
       controller = streamController
-      unsubscribe = subscribe(() => void pump(), close)
+      unsubscribe = subscribe(() => void pump(), close, send)
       signal.addEventListener('abort', close, { once: true })
       send('retry: 2000\n\n')
       ping = setInterval(() => send(': ping\n\n'), pingMs)

@@ -31,7 +31,8 @@ const endsStream = (row: TaskEventRow) => row.kind === 'status' && isTerminal(St
 
 /**
  * One task's events as an SSE body: the stored events after `afterSeq`, then live ones until the
- * terminal status event. Every read starts after the last seq sent: no gap, no duplicate.
+ * terminal status event. Every read starts after the last seq sent, and an event handed over
+ * whole by a notification is sent only when it is the very next one: no gap, no duplicate.
  */
 export function taskEventStream({ sql, hub, log, taskId, afterSeq, pingMs, signal }: TaskStreamOptions): ReadableStream<Uint8Array> {
   let cursor = afterSeq
@@ -41,8 +42,16 @@ export function taskEventStream({ sql, hub, log, taskId, afterSeq, pingMs, signa
     context: { taskId },
     pingMs,
     signal,
-    subscribe: (wake, end) => hub.subscribeTask(taskId, (seq) => {
-      if (seq === 0 || seq > cursor) wake()
+    subscribe: (wake, end, send) => hub.subscribeTask(taskId, (seq, event) => {
+      // The next event, handed over whole: sent at once, without reading the log.
+      if (event && event.seq === cursor + 1) {
+        send(frameOf(event))
+        cursor = event.seq
+        latest = event
+        if (endsStream(event)) end()
+      } else if (seq === 0 || seq > cursor) {
+        wake()
+      }
     }, end),
     async read(send) {
       let rows: TaskEventRow[]
@@ -51,6 +60,8 @@ export function taskEventStream({ sql, hub, log, taskId, afterSeq, pingMs, signa
         rows = await hub.sharedRead(taskId, after, () => taskEventsAfter(sql, taskId, after, pageSize))
         if (signal.aborted) return 'end'
         for (const row of rows) {
+          // Events handed over whole while this read ran were sent already.
+          if (row.seq <= cursor) continue
           send(frameOf(row))
           cursor = row.seq
           latest = row

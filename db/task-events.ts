@@ -119,15 +119,16 @@ export async function withEvent<Row extends object>(
   const insertEvents = sql`
     insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
     select id, tenant_id, last_seq, ${kind}, ${data} from changed
-    returning id, task_id, tenant_id, seq`
+    returning id, task_id, tenant_id, seq, data, created_at`
   const notifier = notifierOf(sql)
   if (notifier) {
-    const rows = await sql<Array<Row & { id: string; tenantId: string; queue: string; eventId: string; eventSeq: number }>>`
+    const rows = await sql<Array<Row & NoticeRow>>`
       with changed as (${change}), events as (${insertEvents})
-      select ${columns ?? sql`changed.*`}, changed.id, changed.tenant_id, changed.queue, events.id as event_id, events.seq as event_seq
+      select ${columns ?? sql`changed.*`}, changed.id, changed.tenant_id, changed.queue, events.id as event_id,
+             events.seq as event_seq, events.data as event_data, events.created_at as event_at
       from changed join events on events.task_id = changed.id`
-    notifier.send(notices(rows, { wake, perTenant }))
-    return rows.map(({ eventId: _id, eventSeq: _seq, ...row }) => row as unknown as Row)
+    notifier.send(notices(rows, { kind, wake, perTenant }))
+    return rows.map(({ eventId: _id, eventSeq: _seq, eventData: _data, eventAt: _at, ...row }) => row as unknown as Row)
   }
   const notify = perTenant
     ? sql`select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
@@ -145,11 +146,26 @@ export async function withEvent<Row extends object>(
     select ${columns ?? sql`changed.*`} from changed, notified, woken`
 }
 
-/** The notifications for changed rows and their events, as the in-statement NOTIFYs would send them. */
-function notices(
-  rows: Array<{ id: string; tenantId: string; queue: string; eventId: string; eventSeq: number }>,
-  { wake, perTenant }: { wake: boolean; perTenant: boolean },
-): Notice[] {
+interface NoticeRow {
+  id: string
+  tenantId: string
+  queue: string
+  eventId: string
+  eventSeq: number
+  eventData: Record<string, unknown>
+  eventAt: Date
+}
+
+/** NOTIFY payloads must stay under 8000 bytes; an event too big to go whole is only named. */
+const maxWholeNotice = 7000
+
+/**
+ * The notifications for changed rows and their events, as the in-statement NOTIFYs would send
+ * them, plus each event itself when it is small (`kind`, `data`, `at`): a stream that has sent
+ * everything up to the seq before can send it without reading the log. Sent after the commit,
+ * so the event is stored before anyone sees it.
+ */
+function notices(rows: NoticeRow[], { kind, wake, perTenant }: { kind: 'status' | 'progress'; wake: boolean; perTenant: boolean }): Notice[] {
   const out: Notice[] = []
   if (perTenant) {
     const latest = new Map<string, number>()
@@ -157,8 +173,9 @@ function notices(
     for (const [tenant, id] of latest) out.push({ channel: Channel.taskEvent, payload: JSON.stringify({ tenant, id }) })
   } else {
     for (const row of rows) {
-      const payload = { task: row.id, tenant: row.tenantId, seq: row.eventSeq, id: Number(row.eventId) }
-      out.push({ channel: Channel.taskEvent, payload: JSON.stringify(payload) })
+      const named = { task: row.id, tenant: row.tenantId, seq: row.eventSeq, id: Number(row.eventId) }
+      const whole = JSON.stringify({ ...named, kind, data: row.eventData, at: row.eventAt.toISOString() })
+      out.push({ channel: Channel.taskEvent, payload: Buffer.byteLength(whole) <= maxWholeNotice ? whole : JSON.stringify(named) })
     }
   }
   if (wake) for (const queue of new Set(rows.map((row) => row.queue))) out.push({ channel: Channel.taskReady, payload: queue })

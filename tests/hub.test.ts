@@ -40,3 +40,27 @@ test('streams of one task share a read of its events, but never one that began b
     await listener.stop()
   }
 })
+
+test('hands a subscriber the event a notification carries whole, and only the seq otherwise', async () => {
+  const { sql, url } = testDb()
+  const listener = createListener({ url, applicationName: 'taskcast-test-hub', log: quietLog })
+  const hub = createEventHub(listener, quietLog)
+  await listener.start()
+  try {
+    const taskId = crypto.randomUUID()
+    const tenant = crypto.randomUUID()
+    const woken: Array<[number, unknown]> = []
+    const unsubscribe = hub.subscribeTask(taskId, (seq, event) => woken.push([seq, event]), () => {})
+    const at = '2026-11-23T10:00:00.123Z'
+    await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({ tenant, id: 10, task: taskId, seq: 3, kind: 'status', data: { status: 'running', attempt: 1 }, at })})`
+    await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({ tenant, id: 11, task: taskId, seq: 4 })})`
+    await until(async () => woken.length === 2, 5000, 'both notifications')
+    expect(woken).toEqual([
+      [3, { id: 10, taskId, seq: 3, kind: 'status', data: { status: 'running', attempt: 1 }, createdAt: new Date(at) }],
+      [4, undefined],
+    ])
+    unsubscribe()
+  } finally {
+    await listener.stop()
+  }
+})

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { Channel } from '../db/client.ts'
+import { Channel, createSql } from '../db/client.ts'
+import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
 import { taskClaim, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
 import { taskInsert, type TaskRow } from '../db/tasks.ts'
 import { testDb } from './support/database.ts'
-import { newTask, newTenant, startApp, until } from './support/fixtures.ts'
+import { newTask, newTenant, quietLog, startApp, until } from './support/fixtures.ts'
 import { isTerminalEvent, readSse } from './support/sse.ts'
 
 let api: Awaited<ReturnType<typeof startApp>>
@@ -96,6 +97,53 @@ describe('GET /v1/tasks/:id/events', () => {
     const ids = read.events.map((event) => Number(event.id))
     expect(ids).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
     expect(isTerminalEvent(read.events.at(-1)!)).toBe(true)
+  })
+
+  test('as a worker writes (each event handed over whole after its commit), loses and repeats nothing', async () => {
+    const notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
+    const sql = notifyAfterCommit(createSql(testDb().url, { max: 2, applicationName: 'taskcast-test-worker-writes' }), notifier)
+    try {
+      const [task] = await taskInsert(sql, [newTask(tenant.id)])
+      const lease = await claim(task!)
+      let written = 0
+      const writer = (async () => {
+        for (let i = 0; i < 300; i++) {
+          await taskProgress(sql, lease, { percent: (i / 3) | 0, message: `report ${i}` })
+          written++
+        }
+        await taskSucceed(sql, lease, { done: true })
+      })()
+      await until(() => written >= 50, 10_000, 'the first 50 reports')
+      const read = await readSse(await openStream(task!.id))
+      await writer
+      expect(read.events.map((event) => Number(event.id))).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
+      const progress = read.events.filter((event) => event.event === 'progress')
+      expect(progress.map((event) => event.data.message)).toEqual(Array.from({ length: 300 }, (_, i) => `report ${i}`))
+      expect(progress[148]!.data).toEqual({ taskId: task!.id, percent: 49, message: 'report 148', at: expect.any(String) })
+      expect(read.events.at(-1)!.data).toMatchObject({ status: 'succeeded', result: { done: true } })
+    } finally {
+      await sql.end()
+      await notifier.end()
+    }
+  })
+
+  test('sends the next event at once when a notification hands it over whole, without reading the log', async () => {
+    const { sql } = testDb()
+    const [task] = await taskInsert(sql, [newTask(tenant.id)])
+    const controller = new AbortController()
+    const reading = readSse(await openStream(task!.id, {}, { signal: controller.signal }), (r) => r.events.length >= 2)
+    await until(() => api.hub.size > 0, 5000, 'the stream to subscribe')
+    // Seq 2 is not in the log: only the notification has it.
+    const at = new Date().toISOString()
+    await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({
+      task: task!.id, tenant: tenant.id, seq: 2, id: 1, kind: 'progress', data: { percent: 7, message: 'carried' }, at,
+    })})`
+    const read = await reading
+    controller.abort()
+    expect(read.events.map((event) => [event.id, event.event, event.data])).toEqual([
+      ['1', 'status', expect.objectContaining({ status: 'queued' })],
+      ['2', 'progress', { taskId: task!.id, percent: 7, message: 'carried', at }],
+    ])
   })
 
   test('answers 204 when resuming past the end of a finished task, so an EventSource stops', async () => {
