@@ -114,13 +114,14 @@ export async function withEvent<Row extends object>(
   change: Fragment,
   kind: 'status' | 'progress',
   data: Fragment,
-  { wake = false, perTenant = false, columns }: { wake?: boolean; perTenant?: boolean; columns?: Fragment } = {},
+  { wake = false, perTenant = false, columns, inStatement = false }:
+    { wake?: boolean; perTenant?: boolean; columns?: Fragment; inStatement?: boolean } = {},
 ): Promise<Row[]> {
   const insertEvents = sql`
     insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
     select id, tenant_id, last_seq, ${kind}, ${data} from changed
     returning id, task_id, tenant_id, seq, data, created_at`
-  const notifier = notifierOf(sql)
+  const notifier = inStatement ? undefined : notifierOf(sql)
   if (notifier) {
     const rows = await sql<Array<Row & NoticeRow>>`
       with changed as (${change}), events as (${insertEvents})
@@ -133,8 +134,13 @@ export async function withEvent<Row extends object>(
   const notify = perTenant
     ? sql`select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
           from (select tenant_id, max(id) as id from events group by tenant_id) latest`
-    : sql`select count(pg_notify(${Channel.taskEvent},
-            json_build_object('task', task_id, 'tenant', tenant_id, 'seq', seq, 'id', id)::text)) from events`
+    : sql`select count(pg_notify(${Channel.taskEvent}, case when octet_length(whole) <= ${maxWholeNotice} then whole else named end))
+          from (
+            select json_build_object('task', task_id, 'tenant', tenant_id, 'seq', seq, 'id', id)::text as named,
+                   json_build_object('task', task_id, 'tenant', tenant_id, 'seq', seq, 'id', id, 'kind', ${kind}::text, 'data', data,
+                     'at', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text as whole
+            from events
+          ) notice`
   return sql<Row[]>`
     with changed as (${change}),
     events as (${insertEvents}),

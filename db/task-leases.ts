@@ -70,7 +70,7 @@ export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): 
     update taskcast.tasks set progress = ${sql.json(progress as postgres.JSONValue)}, last_seq = last_seq + 1
     where ${fenced(sql, lease)}
     returning *`,
-    'progress', sql`progress`)
+    'progress', sql`progress`, { inStatement: true, columns: sql`changed.id` })
   return rows.length > 0
 }
 

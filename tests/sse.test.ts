@@ -97,6 +97,7 @@ describe('GET /v1/tasks/:id/events', () => {
     const ids = read.events.map((event) => Number(event.id))
     expect(ids).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
     expect(isTerminalEvent(read.events.at(-1)!)).toBe(true)
+    expect((await readSse(await openStream(task!.id))).events).toEqual(read.events)
   })
 
   test('as a worker writes (each event handed over whole after its commit), loses and repeats nothing', async () => {
@@ -121,6 +122,8 @@ describe('GET /v1/tasks/:id/events', () => {
       expect(progress.map((event) => event.data.message)).toEqual(Array.from({ length: 300 }, (_, i) => `report ${i}`))
       expect(progress[148]!.data).toEqual({ taskId: task!.id, percent: 49, message: 'report 148', at: expect.any(String) })
       expect(read.events.at(-1)!.data).toMatchObject({ status: 'succeeded', result: { done: true } })
+      // What was handed over live is exactly what a replay reads from the log.
+      expect((await readSse(await openStream(task!.id))).events).toEqual(read.events)
     } finally {
       await sql.end()
       await notifier.end()
