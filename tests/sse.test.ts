@@ -5,7 +5,7 @@ import { taskClaim, taskProgress, taskSucceed, type Lease } from '../db/task-lea
 import { taskInsert, type TaskRow } from '../db/tasks.ts'
 import { testDb } from './support/database.ts'
 import { newTask, newTenant, quietLog, startApp, until } from './support/fixtures.ts'
-import { isTerminalEvent, readSse } from './support/sse.ts'
+import { followSse, isTerminalEvent, readSse } from './support/sse.ts'
 
 let api: Awaited<ReturnType<typeof startApp>>
 let tenant: Awaited<ReturnType<typeof newTenant>>
@@ -133,20 +133,23 @@ describe('GET /v1/tasks/:id/events', () => {
   test('sends the next event at once when a notification hands it over whole, without reading the log', async () => {
     const { sql } = testDb()
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
-    const controller = new AbortController()
-    const reading = readSse(await openStream(task!.id, {}, { signal: controller.signal }), (r) => r.events.length >= 2)
-    await until(() => api.hub.size > 0, 5000, 'the stream to subscribe')
-    // Seq 2 is not in the log: only the notification has it.
-    const at = new Date().toISOString()
-    await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({
-      task: task!.id, tenant: tenant.id, seq: 2, id: 1, kind: 'progress', data: { percent: 7, message: 'carried' }, at,
-    })})`
-    const read = await reading
-    controller.abort()
-    expect(read.events.map((event) => [event.id, event.event, event.data])).toEqual([
-      ['1', 'status', expect.objectContaining({ status: 'queued' })],
-      ['2', 'progress', { taskId: task!.id, percent: 7, message: 'carried', at }],
-    ])
+    const follow = followSse(await openStream(task!.id))
+    try {
+      // Once the stream has sent seq 1 it waits for seq 2, which is not in the log: only the
+      // notification has it.
+      await follow.waitFor((read) => read.events.length === 1, 5000, 'the replay of the queued event')
+      const at = new Date().toISOString()
+      await sql`select pg_notify(${Channel.taskEvent}, ${JSON.stringify({
+        task: task!.id, tenant: tenant.id, seq: 2, id: 1, kind: 'progress', data: { percent: 7, message: 'carried' }, at,
+      })})`
+      await follow.waitFor((read) => read.events.length === 2, 5000, 'the carried event')
+      expect(follow.read.events.map((event) => [event.id, event.event, event.data])).toEqual([
+        ['1', 'status', expect.objectContaining({ status: 'queued' })],
+        ['2', 'progress', { taskId: task!.id, percent: 7, message: 'carried', at }],
+      ])
+    } finally {
+      await follow.close()
+    }
   })
 
   test('answers 204 when resuming past the end of a finished task, so an EventSource stops', async () => {
