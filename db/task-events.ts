@@ -102,8 +102,9 @@ type Fragment = postgres.PendingQuery<postgres.Row[]>
 /**
  * Wraps a statement that changes task rows (`insert/update … returning *`) so that, in the same
  * statement and so the same transaction, each changed row gets its event appended (seq = the row's
- * new last_seq), and listeners are notified with the event's ids: after the commit through the
- * pool's notifier when it has one (see db/notify.ts), else by a NOTIFY in the statement itself.
+ * new last_seq), and listeners are notified of the event (whole when it is small, else by its ids):
+ * after the commit through the pool's notifier when it has one (see db/notify.ts), else, or with
+ * `inStatement`, by a NOTIFY in the statement itself (delivered at its commit, one hop sooner).
  * `data` is an expression over the changed row. With `wake`, the workers of the rows' queues are
  * notified too (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can
  * have opened yet) there is one notification per tenant, with its latest event id. `columns`

@@ -271,8 +271,13 @@ export function createWorker(options: WorkerOptions): Worker {
       const unstarted = waiting.splice(0).map((entry) => entry.task.id)
       for (const id of unstarted) running.delete(id)
       if (unstarted.length > 0) {
-        const released = await taskRelease(sql, workerId, unstarted, 'released: the worker shut down')
-        log.info({ released: released.length }, 'released tasks claimed ahead back to the queue')
+        try {
+          const released = await taskRelease(sql, workerId, unstarted, 'released: the worker shut down')
+          log.info({ released: released.length }, 'released tasks claimed ahead back to the queue')
+        } catch (error) {
+          // Their leases run out instead, and the rescuer queues them again.
+          log.warn({ err: error, tasks: unstarted.length }, 'could not hand back the tasks claimed ahead')
+        }
       }
       const all = () => Promise.all([...running.values()].map((entry) => entry.done))
       const finished = await Promise.race([all().then(() => true), Bun.sleep(graceMs).then(() => false)])
