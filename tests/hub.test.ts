@@ -1,16 +1,25 @@
 import { expect, test } from 'bun:test'
-import { createEventHub } from '../api/hub.ts'
+import { createEventHub, type EventHub } from '../api/hub.ts'
 import { Channel } from '../db/client.ts'
 import { createListener } from '../db/listener.ts'
 import { testDb } from './support/database.ts'
 import { quietLog, until } from './support/fixtures.ts'
 
-test('streams of one task share a read of its events, but never one that began before the latest event', async () => {
-  const { sql, url } = testDb()
-  const listener = createListener({ url, applicationName: 'taskcast-test-hub', log: quietLog })
+/** Runs `check` with a hub on its own LISTEN connection, stopped afterwards. */
+async function withHub(check: (hub: EventHub) => Promise<void>) {
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-hub', log: quietLog })
   const hub = createEventHub(listener, quietLog)
   await listener.start()
   try {
+    await check(hub)
+  } finally {
+    await listener.stop()
+  }
+}
+
+test('streams of one task share a read of its events, but never one that began before the latest event', async () => {
+  const { sql } = testDb()
+  await withHub(async (hub) => {
     const taskId = crypto.randomUUID()
     const woken: number[] = []
     const unsubscribe = hub.subscribeTask(taskId, (seq) => woken.push(seq), () => {})
@@ -36,17 +45,12 @@ test('streams of one task share a read of its events, but never one that began b
     expect(await Promise.all([first, joined, otherCursor, afterEvent])).toEqual([1, 1, 2, 3])
     expect(await hub.sharedRead(taskId, 3, read)).toBe(4) // a finished read is not reused
     unsubscribe()
-  } finally {
-    await listener.stop()
-  }
+  })
 })
 
 test('hands a subscriber the event a notification carries whole, and only the seq otherwise', async () => {
-  const { sql, url } = testDb()
-  const listener = createListener({ url, applicationName: 'taskcast-test-hub', log: quietLog })
-  const hub = createEventHub(listener, quietLog)
-  await listener.start()
-  try {
+  const { sql } = testDb()
+  await withHub(async (hub) => {
     const taskId = crypto.randomUUID()
     const tenant = crypto.randomUUID()
     const woken: Array<[number, unknown]> = []
@@ -60,7 +64,5 @@ test('hands a subscriber the event a notification carries whole, and only the se
       [4, undefined],
     ])
     unsubscribe()
-  } finally {
-    await listener.stop()
-  }
+  })
 })

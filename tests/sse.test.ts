@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { Channel, createSql } from '../db/client.ts'
+import { Channel, createSql, type Sql } from '../db/client.ts'
 import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
 import { taskClaim, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
 import { taskInsert, type TaskRow } from '../db/tasks.ts'
@@ -79,8 +79,11 @@ describe('GET /v1/tasks/:id/events', () => {
     expect(byQuery.events.map((event) => Number(event.id))).toEqual([6, 7])
   })
 
-  test('loses and repeats nothing while events are written as the client connects', async () => {
-    const { sql } = testDb()
+  /**
+   * Opens a stream while 300 progress reports and the success are written through `sql`, and
+   * checks it got every event once, in order, exactly as a replay reads them from the log.
+   */
+  async function expectEveryEventOnce(sql: Sql) {
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
     const lease = await claim(task!)
     let written = 0
@@ -94,36 +97,24 @@ describe('GET /v1/tasks/:id/events', () => {
     await until(() => written >= 50, 10_000, 'the first 50 reports')
     const read = await readSse(await openStream(task!.id))
     await writer
-    const ids = read.events.map((event) => Number(event.id))
-    expect(ids).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
+    expect(read.events.map((event) => Number(event.id))).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
+    const progress = read.events.filter((event) => event.event === 'progress')
+    expect(progress.map((event) => event.data.message)).toEqual(Array.from({ length: 300 }, (_, i) => `report ${i}`))
+    expect(progress[148]!.data).toEqual({ taskId: task!.id, percent: 49, message: 'report 148', at: expect.any(String) })
     expect(isTerminalEvent(read.events.at(-1)!)).toBe(true)
+    expect(read.events.at(-1)!.data).toMatchObject({ status: 'succeeded', result: { done: true } })
     expect((await readSse(await openStream(task!.id))).events).toEqual(read.events)
+  }
+
+  test('loses and repeats nothing while events are written as the client connects', async () => {
+    await expectEveryEventOnce(testDb().sql)
   })
 
   test('as a worker writes (each event handed over whole after its commit), loses and repeats nothing', async () => {
     const notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
     const sql = notifyAfterCommit(createSql(testDb().url, { max: 2, applicationName: 'taskcast-test-worker-writes' }), notifier)
     try {
-      const [task] = await taskInsert(sql, [newTask(tenant.id)])
-      const lease = await claim(task!)
-      let written = 0
-      const writer = (async () => {
-        for (let i = 0; i < 300; i++) {
-          await taskProgress(sql, lease, { percent: (i / 3) | 0, message: `report ${i}` })
-          written++
-        }
-        await taskSucceed(sql, lease, { done: true })
-      })()
-      await until(() => written >= 50, 10_000, 'the first 50 reports')
-      const read = await readSse(await openStream(task!.id))
-      await writer
-      expect(read.events.map((event) => Number(event.id))).toEqual(Array.from({ length: 303 }, (_, i) => i + 1))
-      const progress = read.events.filter((event) => event.event === 'progress')
-      expect(progress.map((event) => event.data.message)).toEqual(Array.from({ length: 300 }, (_, i) => `report ${i}`))
-      expect(progress[148]!.data).toEqual({ taskId: task!.id, percent: 49, message: 'report 148', at: expect.any(String) })
-      expect(read.events.at(-1)!.data).toMatchObject({ status: 'succeeded', result: { done: true } })
-      // What was handed over live is exactly what a replay reads from the log.
-      expect((await readSse(await openStream(task!.id))).events).toEqual(read.events)
+      await expectEveryEventOnce(sql)
     } finally {
       await sql.end()
       await notifier.end()
