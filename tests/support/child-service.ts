@@ -50,11 +50,18 @@ export function spawnChildService(
       const seen = logs.find(match)
       if (seen) return Promise.resolve(seen)
       return new Promise((resolvePromise, reject) => {
-        const waiter = { match, resolve: resolvePromise }
-        waiters.add(waiter)
-        setTimeout(() => {
+        // The timer goes with the wait: a pending one would keep the process alive after its work.
+        const timer = setTimeout(() => {
           if (waiters.delete(waiter)) reject(new Error(`${name}: no matching log line within ${timeoutMs} ms`))
         }, timeoutMs)
+        const waiter = {
+          match,
+          resolve: (line: LogLine) => {
+            clearTimeout(timer)
+            resolvePromise(line)
+          },
+        }
+        waiters.add(waiter)
         void proc.exited.then((code) => {
           if (waiters.delete(waiter)) reject(new Error(`${name} exited (${code}) before the expected log line`))
         })
