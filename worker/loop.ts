@@ -177,9 +177,13 @@ export function createWorker(options: WorkerOptions): Worker {
     waiting.push(entry)
   }
 
-  /** Starts waiting tasks while slots are free. */
+  /**
+   * Starts waiting tasks while slots are free. A claim that was in flight when stop() began still
+   * starts what fits its free slots, as it would have without claiming ahead; stop() hands back the
+   * rest.
+   */
   function startWaiting() {
-    while (handlersRunning < concurrency && waiting.length > 0 && !stopping) start(waiting.shift()!)
+    while (handlersRunning < concurrency && waiting.length > 0) start(waiting.shift()!)
   }
 
   function start(entry: Running) {
