@@ -88,7 +88,9 @@ export function createWorker(options: WorkerOptions): Worker {
   const waiting: Running[] = []
   let handlerMs: number | undefined
   let claimMs: number | undefined
-  const metrics = createWorkerMetrics({ listener, running: () => running.size - waiting.length })
+  /** Tasks started and not yet ended (held leases, less those still waiting for a slot). */
+  const runningNow = () => running.size - waiting.length
+  const metrics = createWorkerMetrics({ listener, running: runningNow })
   // Tasks that succeed while an earlier success is being stored are stored together: one commit.
   const succeed = createBatcher(
     (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done),
@@ -297,7 +299,7 @@ export function createWorker(options: WorkerOptions): Worker {
       await listener.stop()
     },
     get running() {
-      return running.size - waiting.length
+      return runningNow()
     },
     onRunEnd(listener) {
       runEndListeners.push(listener)
