@@ -67,25 +67,28 @@ async function reset(db: Sql) {
   await db`vacuum analyze taskcast.tasks`
 }
 
+/** A queue's unfinished tasks, each read from its own partial index: queued ones, and running ones. */
+const queuedIn = (db: Sql, queue: string) => db`select 1 from taskcast.tasks where status = 'queued' and queue = ${queue}`
+const runningIn = (db: Sql, queue: string) =>
+  db`select 1 from taskcast.tasks where status = 'running' and lease_until is not null and queue = ${queue}`
+
 /** How many unfinished tasks a queue has (once, at the end of a workload: it reads the whole backlog). */
 async function unfinished(db: Sql, queue: string): Promise<number> {
   const [row] = await db<[{ n: number }]>`
-    select (select count(*) from (select 1 from taskcast.tasks where status = 'queued' and queue = ${queue} limit 100000) q)::int
-         + (select count(*) from taskcast.tasks where status = 'running' and lease_until is not null and queue = ${queue})::int as n`
+    select (select count(*) from (${queuedIn(db, queue)} limit 100000) q)::int
+         + (select count(*) from (${runningIn(db, queue)}) r)::int as n`
   return row.n
 }
 
 /**
- * Whether a queue has no unfinished task left: two probes of partial indexes that stop at the
- * first row. Polled every 25 ms, it must cost the database next to nothing: counting a backlog
- * of 10,000 rows took ~3 ms a poll, a tenth of a core taken from the workload being measured
- * (the peers count their jobs inside their worker processes, at no cost to the database).
+ * Whether a queue has no unfinished task left: two probes that stop at the first row. Polled every
+ * 25 ms, it must cost the database next to nothing: counting a backlog of 10,000 rows took ~3 ms a
+ * poll, a tenth of a core taken from the workload being measured (the peers count their jobs
+ * inside their worker processes, at no cost to the database).
  */
 async function drained(db: Sql, queue: string): Promise<boolean> {
   const [row] = await db<[{ drained: boolean }]>`
-    select not exists (select 1 from taskcast.tasks where status = 'queued' and queue = ${queue})
-       and not exists (select 1 from taskcast.tasks where status = 'running' and lease_until is not null and queue = ${queue})
-       as drained`
+    select not exists (${queuedIn(db, queue)}) and not exists (${runningIn(db, queue)}) as drained`
   return row.drained
 }
 

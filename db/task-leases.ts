@@ -85,8 +85,8 @@ export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Prom
 
 /**
  * Ends many running attempts of one worker as succeeded in one statement (one commit, one NOTIFY
- * round): each fenced by its lease like taskSucceed (see `fenced`). Returns, in order, whether each was stored
- * (false: that attempt was fenced out).
+ * round): each fenced by its lease like taskSucceed (see `fenced`). Returns, in order, whether
+ * each was stored (false: that attempt was fenced out).
  */
 export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>): Promise<boolean[]> {
   const rows = await withEvent<{ id: string }>(sql, sql`
