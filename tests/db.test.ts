@@ -68,6 +68,32 @@ describe('taskInsert', () => {
   })
 })
 
+describe('createSql', () => {
+  /** How a pool's one connection plans: its setting, and how it planned eight runs of the batch-success statement. */
+  async function successPlans(planEachTime: boolean) {
+    const sql = createSql(testDb().url, { max: 1, applicationName: 'taskcast-test-plans', planEachTime })
+    try {
+      for (let i = 0; i < 8; i++) {
+        const lease: Lease = { id: crypto.randomUUID(), attempt: 1, workerId: 'nobody' }
+        expect(await taskSucceedMany(sql, 'nobody', [{ lease, result: i }])).toEqual([false])
+      }
+      const [plans] = await sql<[{ mode: string; genericPlans: number; customPlans: number }]>`
+        select current_setting('plan_cache_mode') as mode, generic_plans::int, custom_plans::int
+        from pg_prepared_statements
+        where statement like '%set status = ''succeeded''%' and statement not like '%pg_prepared_statements%'`
+      return plans
+    } finally {
+      await sql.end()
+    }
+  }
+
+  test('planEachTime: every run of a prepared statement is planned for its parameters, never with a cached generic plan', async () => {
+    expect(await successPlans(true)).toEqual({ mode: 'force_custom_plan', genericPlans: 0, customPlans: 8 })
+    // By default PostgreSQL decides after five runs; whether it then caches depends on the data.
+    expect((await successPlans(false)).mode).toBe('auto')
+  })
+})
+
 describe('taskClaim', () => {
   test('is served by the partial index over queued rows', async () => {
     const { sql } = testDb()

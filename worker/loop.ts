@@ -14,6 +14,8 @@ export interface WorkerOptions {
   sql: Sql
   /** For claims: a pool without synchronous commit (see SqlOptions), so a task starts sooner. Default: sql. */
   claimSql?: Sql
+  /** For storing many successes in one statement. Default: sql. */
+  batchSql?: Sql
   listener: Listener
   log: Logger
   workerId: string
@@ -93,7 +95,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const metrics = createWorkerMetrics({ listener, running: runningNow })
   // Tasks that succeed while an earlier success is being stored are stored together: one commit.
   const succeed = createBatcher(
-    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done),
+    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(options.batchSql ?? sql, workerId, done),
     { maxBatch: 200, maxInFlight: 2, isolate: isDataError },
   )
   const runEndListeners: Array<(task: TaskRow, end: RunEnd) => void> = []
