@@ -90,6 +90,13 @@ describe('graceful shutdown', () => {
     await next.stop('SIGKILL')
   }, 30_000)
 
+  test('SIGTERM just after start: maintenance in flight ends before the pools close, and nothing is logged as a warning', async () => {
+    const worker = await spawnWorker(workerEnv(uniqueName('quick')))
+    expect(await worker.stop('SIGTERM')).toBe(0)
+    const complaints = worker.logs.filter((line) => ['warn', 'error', 'fatal'].includes(String(line.level)))
+    expect(complaints.map((line) => line.message)).toEqual([])
+  }, 30_000)
+
   test('a second signal makes the worker exit at once; the lease covers its task', async () => {
     const queue = uniqueName('twice')
     const worker = await spawnWorker(workerEnv(queue))

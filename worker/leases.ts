@@ -22,12 +22,10 @@ export interface LeaseKeeperOptions {
 export function createLeaseKeeper(options: LeaseKeeperOptions) {
   const { sql, log, workerId, leaseSeconds, held, onLost, onCancelRequested } = options
   let timer: ReturnType<typeof setInterval> | undefined
-  let renewing = false
+  /** The renewal in flight, if any: stop() waits for it, so it never outlives the pool it uses. */
+  let current: Promise<void> | undefined
 
-  async function renew() {
-    const ids = held()
-    if (renewing || ids.length === 0) return
-    renewing = true
+  async function renewHeld(ids: string[]) {
     try {
       const states = await taskLeaseRenew(sql, workerId, ids, leaseSeconds)
       const kept = new Set(states.map((state) => state.id))
@@ -37,17 +35,26 @@ export function createLeaseKeeper(options: LeaseKeeperOptions) {
       for (const state of states) if (state.cancelRequested) onCancelRequested(state.id)
     } catch (error) {
       log.warn({ err: error }, 'renewing leases failed; retrying at the next renewal')
-    } finally {
-      renewing = false
     }
+  }
+
+  function renew(): Promise<void> {
+    const ids = held()
+    if (current || ids.length === 0) return current ?? Promise.resolve()
+    current = renewHeld(ids).finally(() => {
+      current = undefined
+    })
+    return current
   }
 
   return {
     start() {
       timer = setInterval(() => void renew(), (leaseSeconds * 1000) / 3)
     },
-    stop() {
+    /** No more renewals; resolves when the one in flight, if any, has ended. */
+    async stop() {
       clearInterval(timer)
+      await current
     },
     renew,
   }

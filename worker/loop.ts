@@ -273,7 +273,7 @@ export function createWorker(options: WorkerOptions): Worker {
     async stop(graceMs) {
       stopping = true
       clearInterval(poll)
-      rescuer.stop()
+      await rescuer.stop()
       await round
       // Tasks claimed ahead go back to the queue at once, for other workers.
       const unstarted = waiting.splice(0).map((entry) => entry.task.id)
@@ -296,7 +296,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const released = await taskRelease(sql, workerId, interrupted.map((entry) => entry.task.id), 'released: the worker shut down')
         log.info({ released: released.length }, 'released unfinished tasks back to the queue')
       }
-      leases.stop()
+      await leases.stop()
       metrics.close()
       await listener.stop()
     },

@@ -19,33 +19,39 @@ const pruneEveryMs = 60_000
  */
 export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sql: Sql; log: Logger; leaseSeconds: number; retentionSeconds: number }) {
   let timer: ReturnType<typeof setInterval> | undefined
-  let running = false
+  /** The sweep in flight, if any: stop() waits for it, so it never outlives the pool it uses. */
+  let current: Promise<void> | undefined
+  let stopped = false
   let lastPrune = 0
   let lastFailure = Number.NEGATIVE_INFINITY
 
-  async function sweep() {
-    if (running || Date.now() - lastFailure < leaseSeconds * 1000) return
-    running = true
+  async function run() {
     try {
-      for (let rescued = await taskRescue(sql); rescued.length > 0; rescued = await taskRescue(sql)) {
+      for (let rescued = await taskRescue(sql); rescued.length > 0 && !stopped; rescued = await taskRescue(sql)) {
         for (const task of rescued) log.warn({ taskId: task.id, attempt: task.attempt, status: task.status }, 'took back a task whose lease expired')
       }
-      if (Date.now() - lastPrune > pruneEveryMs) {
+      if (Date.now() - lastPrune > pruneEveryMs && !stopped) {
         lastPrune = Date.now()
         await idempotencyKeysPrune(sql)
         if (retentionSeconds > 0) {
           const cutoff = new Date(Date.now() - retentionSeconds * 1000)
           let pruned = 0
-          for (let deleted = await taskPrune(sql, cutoff); deleted > 0; deleted = await taskPrune(sql, cutoff)) pruned += deleted
+          for (let deleted = await taskPrune(sql, cutoff); deleted > 0 && !stopped; deleted = await taskPrune(sql, cutoff)) pruned += deleted
           if (pruned > 0) log.info({ pruned, finishedBefore: cutoff }, 'pruned finished tasks past their retention')
         }
       }
     } catch (error) {
       lastFailure = Date.now()
       log.warn({ err: error }, 'maintenance failed; leaving leases alone for one lease')
-    } finally {
-      running = false
     }
+  }
+
+  function sweep(): Promise<void> {
+    if (current || Date.now() - lastFailure < leaseSeconds * 1000) return current ?? Promise.resolve()
+    current = run().finally(() => {
+      current = undefined
+    })
+    return current
   }
 
   return {
@@ -53,8 +59,11 @@ export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sq
       timer = setInterval(() => void sweep(), Math.min(5000, (leaseSeconds * 1000) / 4))
       void sweep()
     },
-    stop() {
+    /** No more sweeps; resolves when the one in flight, if any, has ended its statement. */
+    async stop() {
+      stopped = true
       clearInterval(timer)
+      await current
     },
     sweep,
   }
