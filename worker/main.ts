@@ -33,7 +33,8 @@ const Env = v.object({
 })
 
 const config = parseEnv(Env)
-const telemetry = initTelemetry('taskcast-worker')
+// Metrics are recorded only when something can read them.
+const telemetry = initTelemetry('taskcast-worker', process.env, { metrics: config.WORKER_METRICS_PORT !== undefined })
 const workerId = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)}`
 const log = createLogger(config.OTEL_SERVICE_NAME).child({ workerId })
 
