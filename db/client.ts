@@ -32,7 +32,8 @@ export interface SqlOptions {
    * moment (plan_cache_mode = force_custom_plan), instead of with the plan PostgreSQL caches
    * after a prepared statement's first runs. For statements whose right plan changes as the task
    * table fills: one cached while it held a few rows scans it whole until autovacuum next
-   * analyzes it (storing successes in batches took 190–260 µs a task that way, ~90 planned each time).
+   * analyzes it (storing successes in batches took 190–260 µs a task that way, ~90 planned each
+   * time).
    */
   planEachTime?: boolean
 }
