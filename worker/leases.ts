@@ -1,6 +1,7 @@
 import type { Sql } from '../db/client.ts'
 import { taskLeaseRenew } from '../db/task-leases.ts'
 import type { Logger } from '../observability/log.ts'
+import { periodic } from './periodic.ts'
 
 export interface LeaseKeeperOptions {
   sql: Sql
@@ -21,11 +22,10 @@ export interface LeaseKeeperOptions {
  */
 export function createLeaseKeeper(options: LeaseKeeperOptions) {
   const { sql, log, workerId, leaseSeconds, held, onLost, onCancelRequested } = options
-  let timer: ReturnType<typeof setInterval> | undefined
-  /** The renewal in flight, if any: stop() waits for it, so it never outlives the pool it uses. */
-  let current: Promise<void> | undefined
 
-  async function renewHeld(ids: string[]) {
+  async function renew() {
+    const ids = held()
+    if (ids.length === 0) return
     try {
       const states = await taskLeaseRenew(sql, workerId, ids, leaseSeconds)
       const kept = new Set(states.map((state) => state.id))
@@ -38,24 +38,11 @@ export function createLeaseKeeper(options: LeaseKeeperOptions) {
     }
   }
 
-  function renew(): Promise<void> {
-    const ids = held()
-    if (current || ids.length === 0) return current ?? Promise.resolve()
-    current = renewHeld(ids).finally(() => {
-      current = undefined
-    })
-    return current
-  }
-
+  const renewals = periodic(renew, (leaseSeconds * 1000) / 3)
   return {
-    start() {
-      timer = setInterval(() => void renew(), (leaseSeconds * 1000) / 3)
-    },
+    start: renewals.start,
     /** No more renewals; resolves when the one in flight, if any, has ended. */
-    async stop() {
-      clearInterval(timer)
-      await current
-    },
-    renew,
+    stop: renewals.stop,
+    renew: renewals.run,
   }
 }

@@ -3,6 +3,7 @@ import { idempotencyKeysPrune } from '../db/idempotency.ts'
 import { taskRescue } from '../db/task-leases.ts'
 import { taskPrune } from '../db/tasks.ts'
 import type { Logger } from '../observability/log.ts'
+import { periodic } from './periodic.ts'
 
 const pruneEveryMs = 60_000
 
@@ -18,14 +19,12 @@ const pruneEveryMs = 60_000
  * renew before their tasks are run a second time.
  */
 export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sql: Sql; log: Logger; leaseSeconds: number; retentionSeconds: number }) {
-  let timer: ReturnType<typeof setInterval> | undefined
-  /** The sweep in flight, if any: stop() waits for it, so it never outlives the pool it uses. */
-  let current: Promise<void> | undefined
   let stopped = false
   let lastPrune = 0
   let lastFailure = Number.NEGATIVE_INFINITY
 
-  async function run() {
+  async function sweep() {
+    if (Date.now() - lastFailure < leaseSeconds * 1000) return
     try {
       for (let rescued = await taskRescue(sql); rescued.length > 0 && !stopped; rescued = await taskRescue(sql)) {
         for (const task of rescued) log.warn({ taskId: task.id, attempt: task.attempt, status: task.status }, 'took back a task whose lease expired')
@@ -46,25 +45,17 @@ export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sq
     }
   }
 
-  function sweep(): Promise<void> {
-    if (current || Date.now() - lastFailure < leaseSeconds * 1000) return current ?? Promise.resolve()
-    current = run().finally(() => {
-      current = undefined
-    })
-    return current
-  }
-
+  const sweeps = periodic(sweep, Math.min(5000, (leaseSeconds * 1000) / 4))
   return {
     start() {
-      timer = setInterval(() => void sweep(), Math.min(5000, (leaseSeconds * 1000) / 4))
-      void sweep()
+      sweeps.start()
+      void sweeps.run()
     },
     /** No more sweeps; resolves when the one in flight, if any, has ended its statement. */
     async stop() {
       stopped = true
-      clearInterval(timer)
-      await current
+      await sweeps.stop()
     },
-    sweep,
+    sweep: sweeps.run,
   }
 }
