@@ -1,8 +1,9 @@
 import { describe, expect, test } from 'bun:test'
+import { tenantEnsure } from '../db/api-keys.ts'
 import { createSql } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
 import { taskEventsAfter } from '../db/task-events.ts'
-import { taskClaim, taskClaimCandidates, taskProgress, taskSucceed, taskSucceedMany, type Lease } from '../db/task-leases.ts'
+import { taskClaim, taskClaimCandidates, taskClaimUpdate, taskProgress, taskSucceed, taskSucceedMany, type Lease } from '../db/task-leases.ts'
 import { taskCancel, taskGet, taskInsert } from '../db/tasks.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
 import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
@@ -110,6 +111,42 @@ describe('taskClaim', () => {
     expect(plan).toContain('tasks_claim_idx')
     expect(plan).not.toContain('Seq Scan')
     expect(plan).not.toContain('"Sort"')
+  })
+
+  test('locks its candidates in one pass, even with a cached plan made when the table looked empty', async () => {
+    await withFreshDatabase(async (url) => {
+      const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-claim-plan' })
+      try {
+        await migrate(sql)
+        const tenant = await tenantEnsure(sql, 'plans')
+        const queue = uniqueName('q')
+        // Statistics taken when every row was dead: the planner believes the table stays empty.
+        await taskInsert(sql, Array.from({ length: 2000 }, () => newTask(tenant.id, { queue })))
+        await sql`delete from taskcast.task_events`
+        await sql`delete from taskcast.tasks`
+        await sql`analyze taskcast.tasks`
+        await taskInsert(sql, Array.from({ length: 300 }, () => newTask(tenant.id, { queue })))
+        const plan = await sql.begin(async (tx) => {
+          await tx`set local plan_cache_mode = force_generic_plan`
+          const [row] = await tx`explain (analyze, format json)
+            ${taskClaimUpdate(tx, { workerId: 'w1', queues: [queue], limit: 10, leaseSeconds: 30 })}`
+          return Object.values(row!)[0]
+        })
+        const nodes: Array<Record<string, unknown>> = []
+        const walk = (node: Record<string, unknown>) => {
+          nodes.push(node)
+          for (const child of (node.Plans as Array<Record<string, unknown>> | undefined) ?? []) walk(child)
+        }
+        walk((plan as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan)
+        const locking = nodes.filter((node) => node['Node Type'] === 'LockRows')
+        expect(locking.map((node) => node['Actual Loops'])).toEqual([1])
+        const [{ running }] = await sql<[{ running: number }]>`
+          select count(*)::int as running from taskcast.tasks where status = 'running'`
+        expect(running).toBe(10)
+      } finally {
+        await sql.end()
+      }
+    })
   })
 
   test('concurrent claims never hand out the same task', async () => {
