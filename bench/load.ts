@@ -8,6 +8,10 @@
  *            task id with the time its request was sent
  *   progress submits `tasks` demo.noop tasks reporting progress, follows each one's stream and
  *            times each progress event from its report (the message) to its arrival here
+ *
+ * The latency modes (paced, progress) first run the same load for `warmupSeconds`, unmeasured, as
+ * the peers' do: they measure an idle worker's steady state, not the first requests after its
+ * process started (new connections, code not yet compiled).
  */
 import { createParser } from 'eventsource-parser'
 import { preciseNow, quantile } from './services.ts'
@@ -23,6 +27,7 @@ interface Args {
   intervalMs: number
   tasks: number
   reports: number
+  warmupSeconds: number
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args
@@ -52,10 +57,11 @@ async function loops(request: () => Promise<{ ok: boolean; tasks: number }>) {
   return { tasksPerSecond: tasks / seconds, tasks, errors, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99) }
 }
 
-async function paced() {
+/** One task every `intervalMs` for `seconds`; each task's id with the time its request was sent. */
+async function paced(seconds: number) {
   const sent: Array<Promise<{ id: string; sentAt: number } | undefined>> = []
   const started = performance.now()
-  for (let i = 0; performance.now() - started < args.seconds * 1000; i++) {
+  for (let i = 0; performance.now() - started < seconds * 1000; i++) {
     const due = started + i * args.intervalMs
     const wait = due - performance.now()
     if (wait > 0) await Bun.sleep(wait)
@@ -69,11 +75,11 @@ async function paced() {
   return { tasks, errors: sent.length - tasks.length }
 }
 
-async function progress() {
+/** Runs `tasks` tasks reporting `reports` times each, following their streams: each report's delay. */
+async function progress(reports: number) {
   const delays: number[] = []
-  let events = 0
   await Promise.all(Array.from({ length: args.tasks }, async () => {
-    const response = await post('/v1/tasks', noop({ payload: { reports: args.reports, intervalMs: args.intervalMs } }))
+    const response = await post('/v1/tasks', noop({ payload: { reports, intervalMs: args.intervalMs } }))
     const task = (await response.json()) as { links: { events: string } }
     const stream = await fetch(`${args.url}${task.links.events}`)
     const parser = createParser({
@@ -82,12 +88,11 @@ async function progress() {
         if (event.event !== 'progress') return
         const reported = Number((JSON.parse(event.data) as { message?: string }).message)
         if (Number.isFinite(reported)) delays.push(arrived - reported)
-        events++
       },
     })
     for await (const chunk of stream.body!.pipeThrough(new TextDecoderStream())) parser.feed(chunk)
   }))
-  return { events, p50: quantile(delays, 0.5), p99: quantile(delays, 0.99) }
+  return delays
 }
 
 const modes = {
@@ -104,8 +109,15 @@ const modes = {
       return { ok: response.status === 202, tasks: args.batchSize }
     })
   },
-  paced,
-  progress,
+  paced: async () => {
+    await paced(args.warmupSeconds)
+    return paced(args.seconds)
+  },
+  progress: async () => {
+    await progress(Math.ceil((args.warmupSeconds * 1000) / args.intervalMs))
+    const delays = await progress(args.reports)
+    return { events: delays.length, p50: quantile(delays, 0.5), p99: quantile(delays, 0.99) }
+  },
 }
 
 console.log(JSON.stringify(await modes[args.mode]()))

@@ -22,6 +22,8 @@ const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--onl
 const withPeers = !flags.has('--no-peers')
 const seconds = quick ? 3 : 10
 const drainTasks = quick ? 5000 : 10_000
+/** The latency workloads first run their load this long, unmeasured (the peers' too). */
+const warmupSeconds = 1
 
 // ── the database ────────────────────────────────────────────────────────────────────────────
 
@@ -211,7 +213,7 @@ const endToEnd = () => withApiAndWorker('bench-e2e', async (api, worker) => {
 const pickup = () => withApiAndWorker('bench-pickup', async (api) => {
   const queue = 'bench-pickup'
   const sent = await runClient<{ tasks: Array<{ id: string; sentAt: number }>; errors: number }>('bench/load.ts', {
-    mode: 'paced', url: api.url, key, queue, seconds, intervalMs: 20,
+    mode: 'paced', url: api.url, key, queue, seconds, intervalMs: 20, warmupSeconds,
   })
   await untilDrained(sql, queue, 30_000)
   const results = await sql<Array<{ id: string; startedAt: number }>>`
@@ -228,6 +230,7 @@ const pickup = () => withApiAndWorker('bench-pickup', async (api) => {
 const progress = () => withApiAndWorker('bench-progress', async (api) => {
   const read = await runClient<{ events: number; p50: number; p99: number }>('bench/load.ts', {
     mode: 'progress', url: api.url, key, queue: 'bench-progress', tasks: 4, reports: quick ? 20 : 60, intervalMs: 120,
+    warmupSeconds,
   })
   rows.push({
     workload: 'progress: handler progress() → SSE client, stored first', unit: 'ms',

@@ -30,14 +30,14 @@ const handlers = {
   async noop() {
     finished();
   },
-  // Handler start minus the producer's clock just before its add call.
+  // Handler start minus the producer's clock just before its add call (warm-up jobs not counted).
   async pickup(data) {
-    pickupSamples.push(now() - data.sentAt);
+    if (!data.warmup) pickupSamples.push(now() - data.sentAt);
     finished();
   },
   async progress(data, report) {
     for (let n = 1; n <= PROGRESS_UPDATES; n += 1) {
-      await report({ n, sentAt: now() });
+      await report({ n, sentAt: now(), warmup: data.warmup });
       await sleep(PROGRESS_EVERY_MS);
     }
     finished();
