@@ -36,6 +36,14 @@ export interface SqlOptions {
    * time).
    */
   planEachTime?: boolean
+  /**
+   * true: the planner may not read a table whole (enable_seqscan and enable_bitmapscan off), for
+   * pools that only run statements whose one good plan walks an index, such as claims. Their
+   * plans are cached after a few runs, often while `tasks` is small, and a plan that read the
+   * table whole (cheaper for a few pages) would do so at every claim as the table grows, until
+   * autovacuum next analyzes it (an end to end run fell behind that way).
+   */
+  noTableScans?: boolean
 }
 
 /**
@@ -45,7 +53,7 @@ export interface SqlOptions {
  */
 export function createSql(
   url: string,
-  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, planEachTime = false }: SqlOptions,
+  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, planEachTime = false, noTableScans = false }: SqlOptions,
 ): Sql {
   return postgres(url, {
     max,
@@ -61,6 +69,7 @@ export function createSql(
       statement_timeout: statementTimeoutMs,
       ...(synchronousCommit ? {} : { synchronous_commit: 'off' }),
       ...(planEachTime ? { plan_cache_mode: 'force_custom_plan' } : {}),
+      ...(noTableScans ? { enable_seqscan: 'off', enable_bitmapscan: 'off' } : {}),
     },
   })
 }

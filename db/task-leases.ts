@@ -41,10 +41,11 @@ export interface ClaimRequest {
 
 /**
  * The update a claim makes: the next attempt of each candidate under a lease. The candidates are
- * taken in one pass (an InitPlan), whatever the planner believes about the table: joined to it
- * instead, a plan cached while statistics said `tasks` was nearly empty (analyzed when its rows
- * were all dead) ran the locking subquery again for every row of the table: seconds a claim over
- * 10,000 rows. Tests EXPLAIN it.
+ * locked in one pass (an InitPlan), whatever the planner believes about the table: joined to it
+ * instead, a plan cached while statistics said `tasks` was empty (analyzed when its rows were all
+ * dead) ran the locking subquery again for every row of the table, seconds a claim over 10,000
+ * rows. Run it on a pool that never reads a table whole (SqlOptions.noTableScans); tests EXPLAIN
+ * the plan such a pool caches.
  */
 export function taskClaimUpdate(sql: Queryable, { workerId, queues, limit, leaseSeconds }: ClaimRequest) {
   return sql`

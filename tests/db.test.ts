@@ -113,33 +113,50 @@ describe('taskClaim', () => {
     expect(plan).not.toContain('"Sort"')
   })
 
-  test('locks its candidates in one pass, even with a cached plan made when the table looked empty', async () => {
+  test('on a claims pool, a cached plan walks indexes and locks its candidates once, whatever the statistics say', async () => {
     await withFreshDatabase(async (url) => {
-      const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-claim-plan' })
+      const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-claim-plans', noTableScans: true })
       try {
         await migrate(sql)
         const tenant = await tenantEnsure(sql, 'plans')
         const queue = uniqueName('q')
+        /** Every node of the plan PostgreSQL caches for a claim of 10 (generic), run for real. */
+        const claimPlan = () => sql.begin(async (tx) => {
+          await tx`set local plan_cache_mode = force_generic_plan`
+          const [row] = await tx`explain (analyze, format json)
+            ${taskClaimUpdate(tx, { workerId: 'w1', queues: [queue], limit: 10, leaseSeconds: 30 })}`
+          const nodes: Array<Record<string, unknown>> = []
+          const walk = (node: Record<string, unknown>) => {
+            nodes.push(node)
+            for (const child of (node.Plans as Array<Record<string, unknown>> | undefined) ?? []) walk(child)
+          }
+          walk((Object.values(row!)[0] as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan)
+          return nodes
+        })
+        const scansOfTasks = (nodes: Array<Record<string, unknown>>) =>
+          nodes.filter((node) => node['Relation Name'] === 'tasks' && node['Node Type'] !== 'ModifyTable')
+            .map((node) => `${node['Node Type']} ${node['Index Name'] ?? ''}`.trim())
+        const locks = (nodes: Array<Record<string, unknown>>) =>
+          nodes.filter((node) => node['Node Type'] === 'LockRows').map((node) => node['Actual Loops'])
+
+        // A new install, never analyzed: planned for a table of a few pages, where a sequential
+        // scan is cheapest, it must still use the indexes.
+        await taskInsert(sql, Array.from({ length: 20 }, () => newTask(tenant.id, { queue })))
+        const fresh = await claimPlan()
+        expect(scansOfTasks(fresh).toSorted()).toEqual(['Index Scan tasks_claim_idx', 'Index Scan tasks_pkey'])
+        expect(locks(fresh)).toEqual([1])
+
         // Statistics taken when every row was dead: the planner believes the table stays empty.
+        // Joined to the table, the locking subquery ran once per row of it (300 times here).
         await taskInsert(sql, Array.from({ length: 2000 }, () => newTask(tenant.id, { queue })))
         await sql`delete from taskcast.task_events`
         await sql`delete from taskcast.tasks`
         await sql`analyze taskcast.tasks`
         await taskInsert(sql, Array.from({ length: 300 }, () => newTask(tenant.id, { queue })))
-        const plan = await sql.begin(async (tx) => {
-          await tx`set local plan_cache_mode = force_generic_plan`
-          const [row] = await tx`explain (analyze, format json)
-            ${taskClaimUpdate(tx, { workerId: 'w1', queues: [queue], limit: 10, leaseSeconds: 30 })}`
-          return Object.values(row!)[0]
-        })
-        const nodes: Array<Record<string, unknown>> = []
-        const walk = (node: Record<string, unknown>) => {
-          nodes.push(node)
-          for (const child of (node.Plans as Array<Record<string, unknown>> | undefined) ?? []) walk(child)
-        }
-        walk((plan as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan)
-        const locking = nodes.filter((node) => node['Node Type'] === 'LockRows')
-        expect(locking.map((node) => node['Actual Loops'])).toEqual([1])
+        const stale = await claimPlan()
+        expect(scansOfTasks(stale).filter((scan) => !scan.startsWith('Index Scan'))).toEqual([])
+        expect(locks(stale)).toEqual([1])
+
         const [{ running }] = await sql<[{ running: number }]>`
           select count(*)::int as running from taskcast.tasks where status = 'running'`
         expect(running).toBe(10)

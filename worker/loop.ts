@@ -12,7 +12,10 @@ import { runTask, TaskAbort, type RunEnd } from './run.ts'
 
 export interface WorkerOptions {
   sql: Sql
-  /** For claims: a pool without synchronous commit (see SqlOptions), so a task starts sooner. Default: sql. */
+  /**
+   * For claims: a pool without synchronous commit, so a task starts sooner, that never reads a
+   * table whole (see SqlOptions). Default: sql.
+   */
   claimSql?: Sql
   /** For storing many successes in one statement. Default: sql. */
   batchSql?: Sql

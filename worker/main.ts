@@ -44,8 +44,11 @@ const sql = notifyAfterCommit(
   notifier,
 )
 // Claims need not wait for their commit to reach disk: one lost in a crash leaves its task queued.
+// They only walk indexes (see SqlOptions.noTableScans).
 const claimSql = notifyAfterCommit(
-  traceSql(createSql(config.DATABASE_URL, { max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false })),
+  traceSql(createSql(config.DATABASE_URL, {
+    max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false, noTableScans: true,
+  })),
   notifier,
 )
 // Successes stored together: planned for the table as it is each time (see SqlOptions.planEachTime).
