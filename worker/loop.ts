@@ -225,7 +225,9 @@ export function createWorker(options: WorkerOptions): Worker {
         (error) => log.error({ err: error, taskId: task.id }, 'storing the outcome of a task failed'),
       )
       .finally(() => {
-        running.delete(task.id)
+        // The task may have been claimed again meanwhile (its lease was lost while this attempt
+        // was still storing its progress): that attempt's entry stays, and its lease is renewed.
+        if (running.get(task.id) === entry) running.delete(task.id)
         freeSlot()
       })
   }
@@ -258,8 +260,12 @@ export function createWorker(options: WorkerOptions): Worker {
   const rescuer = createRescuer({ sql, log, leaseSeconds, retentionSeconds: options.retentionSeconds ?? 0 })
   listener.on(Channel.taskCancel, (taskId) => abort(taskId, 'canceled', 'canceled by request'))
   // After every (re)connect: renew at once (an outage may have run the leases down), and look for
-  // work, since notifications sent while the connection was down are lost.
+  // work, since notifications sent while the connection was down are lost. After a reconnect,
+  // other workers get one lease to renew theirs before this one takes any back.
+  let connectedBefore = false
   listener.onConnected(() => {
+    if (connectedBefore) rescuer.reconnected()
+    connectedBefore = true
     void leases.renew()
     void fill()
   })

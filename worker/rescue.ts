@@ -14,17 +14,20 @@ const pruneEveryMs = 60_000
  * Checking four times per lease means a dead worker's task is queued again within
  * 1.25 leases of its last renewal.
  *
- * After this worker could not reach the database, it leaves leases alone for one lease: the
- * outage most likely kept the other workers from renewing too, and they deserve the chance to
- * renew before their tasks are run a second time.
+ * After this worker could not reach the database, it leaves leases alone for one lease from
+ * when it reaches it again (`reconnected()`, told when the LISTEN connection is back): the outage
+ * most likely kept the other workers from renewing too, and they deserve the chance to renew
+ * before their tasks are run a second time. Counted from the failure instead, a sweep right after
+ * an outage a little longer than that took back tasks whose workers were alive and about to renew.
  */
 export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sql: Sql; log: Logger; leaseSeconds: number; retentionSeconds: number }) {
   let stopped = false
   let lastPrune = 0
-  let lastFailure = Number.NEGATIVE_INFINITY
+  /** When the database last failed this worker, or came back after failing it. */
+  let lastTrouble = Number.NEGATIVE_INFINITY
 
   async function sweep() {
-    if (Date.now() - lastFailure < leaseSeconds * 1000) return
+    if (Date.now() - lastTrouble < leaseSeconds * 1000) return
     try {
       for (let rescued = await taskRescue(sql); rescued.length > 0 && !stopped; rescued = await taskRescue(sql)) {
         for (const task of rescued) log.warn({ taskId: task.id, attempt: task.attempt, status: task.status }, 'took back a task whose lease expired')
@@ -40,7 +43,7 @@ export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sq
         }
       }
     } catch (error) {
-      lastFailure = Date.now()
+      lastTrouble = Date.now()
       log.warn({ err: error }, 'maintenance failed; leaving leases alone for one lease')
     }
   }
@@ -57,5 +60,9 @@ export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sq
       await sweeps.stop()
     },
     sweep: sweeps.run,
+    /** The database is reachable again after a loss: leave leases alone for one more lease. */
+    reconnected() {
+      lastTrouble = Date.now()
+    },
   }
 }
