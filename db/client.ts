@@ -38,10 +38,11 @@ export interface SqlOptions {
   planEachTime?: boolean
   /**
    * true: the planner may not read a table whole (enable_seqscan and enable_bitmapscan off), for
-   * pools that only run statements whose one good plan walks an index, such as claims. Their
-   * plans are cached after a few runs, often while `tasks` is small, and a plan that read the
-   * table whole (cheaper for a few pages) would do so at every claim as the table grows, until
-   * autovacuum next analyzes it (an end to end run fell behind that way).
+   * pools that only run statements whose one good plan walks an index, such as a worker's (claims,
+   * progress, leases, rescues, prunes in batches by id). Their plans are cached after a few runs,
+   * often while `tasks` is small, and a plan that read the table whole (cheaper for a few pages)
+   * would do so at every run as the table grows, until autovacuum next analyzes it (an end to end
+   * run fell behind that way).
    */
   noTableScans?: boolean
 }

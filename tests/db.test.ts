@@ -1,9 +1,12 @@
 import { describe, expect, test } from 'bun:test'
+import type postgres from 'postgres'
 import { tenantEnsure } from '../db/api-keys.ts'
-import { createSql } from '../db/client.ts'
+import { createSql, type Queryable } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
 import { taskEventsAfter } from '../db/task-events.ts'
-import { taskClaim, taskClaimCandidates, taskClaimUpdate, taskProgress, taskSucceed, taskSucceedMany, type Lease } from '../db/task-leases.ts'
+import {
+  taskClaim, taskClaimCandidates, taskClaimUpdate, taskProgress, taskProgressMany, taskProgressUpdate, taskSucceed, taskSucceedMany, type Lease,
+} from '../db/task-leases.ts'
 import { taskCancel, taskGet, taskInsert } from '../db/tasks.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
 import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
@@ -113,18 +116,17 @@ describe('taskClaim', () => {
     expect(plan).not.toContain('"Sort"')
   })
 
-  test('on a claims pool, a cached plan walks indexes and locks its candidates once, whatever the statistics say', async () => {
+  test('on a worker pool, cached plans walk indexes and a claim locks its candidates once, whatever the statistics say', async () => {
     await withFreshDatabase(async (url) => {
-      const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-claim-plans', noTableScans: true })
+      const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-worker-plans', noTableScans: true })
       try {
         await migrate(sql)
         const tenant = await tenantEnsure(sql, 'plans')
         const queue = uniqueName('q')
-        /** Every node of the plan PostgreSQL caches for a claim of 10 (generic), run for real. */
-        const claimPlan = () => sql.begin(async (tx) => {
+        /** Every node of the plan PostgreSQL caches for a statement (generic), run for real. */
+        const cachedPlan = (statement: (tx: Queryable) => postgres.PendingQuery<postgres.Row[]>) => sql.begin(async (tx) => {
           await tx`set local plan_cache_mode = force_generic_plan`
-          const [row] = await tx`explain (analyze, format json)
-            ${taskClaimUpdate(tx, { workerId: 'w1', queues: [queue], limit: 10, leaseSeconds: 30 })}`
+          const [row] = await tx`explain (analyze, format json) ${statement(tx)}`
           const nodes: Array<Record<string, unknown>> = []
           const walk = (node: Record<string, unknown>) => {
             nodes.push(node)
@@ -133,6 +135,7 @@ describe('taskClaim', () => {
           walk((Object.values(row!)[0] as Array<{ Plan: Record<string, unknown> }>)[0]!.Plan)
           return nodes
         })
+        const claimPlan = () => cachedPlan((tx) => taskClaimUpdate(tx, { workerId: 'w1', queues: [queue], limit: 10, leaseSeconds: 30 }))
         const scansOfTasks = (nodes: Array<Record<string, unknown>>) =>
           nodes.filter((node) => node['Relation Name'] === 'tasks' && node['Node Type'] !== 'ModifyTable')
             .map((node) => `${node['Node Type']} ${node['Index Name'] ?? ''}`.trim())
@@ -145,6 +148,11 @@ describe('taskClaim', () => {
         const fresh = await claimPlan()
         expect(scansOfTasks(fresh).toSorted()).toEqual(['Index Scan tasks_claim_idx', 'Index Scan tasks_pkey'])
         expect(locks(fresh)).toEqual([1])
+        const claimed = await sql<Array<{ id: string }>>`select id from taskcast.tasks where status = 'running'`
+        const progress = await cachedPlan((tx) => taskProgressUpdate(tx, 'w1',
+          claimed.map(({ id }) => ({ lease: { id, attempt: 1, workerId: 'w1' }, progress: { percent: 50 } }))))
+        expect(scansOfTasks(progress)).toEqual(['Index Scan tasks_pkey'])
+        expect(progress.find((node) => node['Node Type'] === 'ModifyTable')!['Actual Rows']).toBe(10)
 
         // Statistics taken when every row was dead: the planner believes the table stays empty.
         // Joined to the table, the locking subquery ran once per row of it (300 times here).
@@ -249,6 +257,29 @@ describe('writes of a claimed attempt', () => {
     const events = await taskEventsAfter(sql, tasks[2]!.id, 0)
     expect(events.at(-1)!.data).toEqual({ status: 'succeeded', attempt: 1, result: { n: 2 } })
     expect((await taskEventsAfter(sql, tasks[0]!.id, 0)).at(-1)!.data).toMatchObject({ status: 'running' })
+  })
+
+  test('many progress reports are stored in one statement, each on its own task and fenced by its own lease', async () => {
+    const { sql } = testDb()
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const tasks = await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
+    await claimAll(queue, 3, 'worker-a')
+    const lease = (i: number): Lease => ({ id: tasks[i]!.id, attempt: 1, workerId: 'worker-a' })
+    const stored = await taskProgressMany(sql, 'worker-a', [
+      { lease: lease(2), progress: { percent: 20, message: 'two' } },
+      { lease: { ...lease(0), attempt: 2 }, progress: { percent: 99 } },
+      { lease: lease(1), progress: { percent: 10 } },
+    ])
+    expect(stored).toEqual([true, false, true])
+    const rows = await Promise.all(tasks.map((task) => taskGet(sql, tenant.id, task.id)))
+    expect(rows.map((row) => row!.progress)).toEqual([null, { percent: 10 }, { percent: 20, message: 'two' }])
+    const last = await Promise.all(tasks.map(async (task) => (await taskEventsAfter(sql, task.id, 0)).at(-1)!))
+    expect(last.map((event) => [event.seq, event.kind, event.data])).toEqual([
+      [2, 'status', { status: 'running', attempt: 1 }],
+      [3, 'progress', { percent: 10 }],
+      [3, 'progress', { percent: 20, message: 'two' }],
+    ])
   })
 
   test('are fenced by task, attempt and worker', async () => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
-import { taskClaim, taskSucceed } from '../db/task-leases.ts'
+import { taskClaim, taskProgress, taskSucceed } from '../db/task-leases.ts'
 import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
 import { prefetchTarget } from '../worker/loop.ts'
 import { runTask, TaskAbort, type RunEnd } from '../worker/run.ts'
@@ -267,7 +267,9 @@ describe('claiming ahead of free slots', () => {
     const controller = new AbortController()
     controller.abort(new TaskAbort('canceled', 'canceled by request'))
     const end: RunEnd = await runTask(task!, {
-      sql, log: quietLog, workerId: 'worker-a', controller, succeed: (lease, result) => taskSucceed(sql, lease, result),
+      sql, log: quietLog, workerId: 'worker-a', controller,
+      succeed: (lease, result) => taskSucceed(sql, lease, result),
+      reportProgress: (lease, progress) => taskProgress(sql, lease, progress),
     })
     expect(end).toBe('canceled')
     expect(await taskGet(sql, tenant.id, task!.id)).toMatchObject({ status: 'canceled', result: null })

@@ -1,7 +1,8 @@
 import { createBatcher } from '../db/batch.ts'
 import { Channel, isDataError, type Sql } from '../db/client.ts'
+import type { Progress } from '../db/contracts.ts'
 import type { Listener } from '../db/listener.ts'
-import { taskClaim, taskRelease, taskSucceedMany, type Lease } from '../db/task-leases.ts'
+import { taskClaim, taskProgressMany, taskRelease, taskSucceedMany, type Lease } from '../db/task-leases.ts'
 import type { TaskRow } from '../db/tasks.ts'
 import type { Logger } from '../observability/log.ts'
 import type { TraceMode } from '../observability/spans.ts'
@@ -100,6 +101,11 @@ export function createWorker(options: WorkerOptions): Worker {
   const succeed = createBatcher(
     (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(options.batchSql ?? sql, workerId, done),
     { maxBatch: 200, maxInFlight: 2, isolate: isDataError },
+  )
+  // Reports made while earlier ones are being stored go together: one commit, one NOTIFY lock.
+  const reportProgress = createBatcher(
+    (reports: Array<{ lease: Lease; progress: Progress }>) => taskProgressMany(sql, workerId, reports),
+    { maxBatch: 200, maxInFlight: 1, isolate: isDataError },
   )
   const runEndListeners: Array<(task: TaskRow, end: RunEnd) => void> = []
   let again = false
@@ -213,6 +219,7 @@ export function createWorker(options: WorkerOptions): Worker {
       controller,
       traceMode,
       succeed: (lease, result) => succeed({ lease, result }),
+      reportProgress: (lease, progress) => reportProgress({ lease, progress }),
       onHandlerDone: freeSlot,
       onRetryScheduled: (at) => setTimeout(() => void fill(), Math.max(0, at.getTime() - Date.now())).unref(),
     })

@@ -39,12 +39,14 @@ const workerId = `${hostname()}:${process.pid}:${crypto.randomUUID().slice(0, 8)
 const log = createLogger(config.OTEL_SERVICE_NAME).child({ workerId })
 
 const notifier = createNotifier({ url: config.DATABASE_URL, applicationName: 'taskcast-worker-notify', log })
+// Every statement a worker makes finds its rows through an index (see SqlOptions.noTableScans).
 const sql = notifyAfterCommit(
-  traceSql(createSql(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker' })),
+  traceSql(createSql(config.DATABASE_URL, {
+    max: Math.min(config.WORKER_CONCURRENCY + 2, 20), applicationName: 'taskcast-worker', noTableScans: true,
+  })),
   notifier,
 )
 // Claims need not wait for their commit to reach disk: one lost in a crash leaves its task queued.
-// They only walk indexes (see SqlOptions.noTableScans).
 const claimSql = notifyAfterCommit(
   traceSql(createSql(config.DATABASE_URL, {
     max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false, noTableScans: true,

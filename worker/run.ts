@@ -1,11 +1,10 @@
 import * as v from 'valibot'
 import { catalogue, isTaskType } from '../db/catalogue.ts'
 import { isDataError, type Sql } from '../db/client.ts'
-import type { TaskError } from '../db/contracts.ts'
+import type { Progress, TaskError } from '../db/contracts.ts'
 import {
   taskCancelRunning,
   taskFail,
-  taskProgress,
   taskRetryLater,
   type Lease,
 } from '../db/task-leases.ts'
@@ -34,6 +33,8 @@ export interface RunOptions {
   controller: AbortController
   /** Stores a successful outcome (the loop batches them); false when the lease was lost. */
   succeed(lease: Lease, result: unknown): Promise<boolean>
+  /** Stores a progress report (the loop batches them); false when the lease was lost. */
+  reportProgress(lease: Lease, progress: Progress): Promise<boolean>
   /** Told when the handler has finished, before its outcome is stored: its slot can be reused. */
   onHandlerDone?: () => void
   /** Told when a failed attempt will run again, so the loop can wake up for it. */
@@ -83,7 +84,11 @@ export async function runTask(task: TaskRow, options: RunOptions): Promise<RunEn
  * is fenced by the lease (task id, attempt, worker), so an attempt that lost its lease cannot
  * overwrite a newer one.
  */
-async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, controller, succeed, onHandlerDone, onRetryScheduled }: RunOptions, span: Span): Promise<RunEnd> {
+async function runAttempt(
+  task: TaskRow,
+  { sql, log: workerLog, workerId, controller, succeed, reportProgress, onHandlerDone, onRetryScheduled }: RunOptions,
+  span: Span,
+): Promise<RunEnd> {
   const lease: Lease = { id: task.id, attempt: task.attempt, workerId }
   const log = workerLog.child({ taskId: task.id, type: task.type, attempt: task.attempt })
   const signal = controller.signal
@@ -115,7 +120,7 @@ async function runAttempt(task: TaskRow, { sql, log: workerLog, workerId, contro
 
   const progress = createProgressReporter((value) => {
     span.addEvent('progress', { 'taskcast.progress.percent': value.percent, 'taskcast.progress.message': value.message })
-    return persist(() => taskProgress(sql, lease, value), log, 'storing progress')
+    return persist(() => reportProgress(lease, value), log, 'storing progress')
   }, log)
   const ctx: TaskContext = { taskId: task.id, attempt: task.attempt, signal, progress: progress.report, log, span }
   const handler = handlers[task.type] as (payload: unknown, ctx: TaskContext) => Promise<unknown>
