@@ -28,15 +28,6 @@ export interface SqlOptions {
    */
   synchronousCommit?: boolean
   /**
-   * true: every statement is planned for its own parameters and the tables as they are at that
-   * moment (plan_cache_mode = force_custom_plan), instead of with the plan PostgreSQL caches
-   * after a prepared statement's first runs. For statements whose right plan changes as the task
-   * table fills: one cached while it held a few rows scans it whole until autovacuum next
-   * analyzes it (storing successes in batches took 190–260 µs a task that way, ~90 planned each
-   * time).
-   */
-  planEachTime?: boolean
-  /**
    * true: the planner may not read a table whole (enable_seqscan and enable_bitmapscan off), for
    * pools that only run statements whose one good plan walks an index, such as a worker's (claims,
    * progress, leases, rescues, prunes in batches by id). Their plans are cached after a few runs,
@@ -54,7 +45,7 @@ export interface SqlOptions {
  */
 export function createSql(
   url: string,
-  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, planEachTime = false, noTableScans = false }: SqlOptions,
+  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, noTableScans = false }: SqlOptions,
 ): Sql {
   return postgres(url, {
     max,
@@ -69,7 +60,6 @@ export function createSql(
       application_name: applicationName,
       statement_timeout: statementTimeoutMs,
       ...(synchronousCommit ? {} : { synchronous_commit: 'off' }),
-      ...(planEachTime ? { plan_cache_mode: 'force_custom_plan' } : {}),
       ...(noTableScans ? { enable_seqscan: 'off', enable_bitmapscan: 'off' } : {}),
     },
   })

@@ -18,8 +18,6 @@ export interface WorkerOptions {
    * table whole (see SqlOptions). Default: sql.
    */
   claimSql?: Sql
-  /** For storing many successes in one statement. Default: sql. */
-  batchSql?: Sql
   listener: Listener
   log: Logger
   workerId: string
@@ -99,7 +97,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const metrics = createWorkerMetrics({ listener, running: runningNow })
   // Tasks that succeed while an earlier success is being stored are stored together: one commit.
   const succeed = createBatcher(
-    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(options.batchSql ?? sql, workerId, done),
+    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done),
     { maxBatch: 200, maxInFlight: 2, isolate: isDataError },
   )
   // Reports made while earlier ones are being stored go together: one commit, one NOTIFY lock.
