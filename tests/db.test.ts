@@ -218,13 +218,19 @@ describe('taskClaim', () => {
 })
 
 describe('writes of a claimed attempt', () => {
-  test('many successes are stored in one statement, each fenced by its own lease', async () => {
+  /** Three tasks of a new queue, claimed by worker-a, and the lease of each. */
+  async function threeClaimed() {
     const { sql } = testDb()
     const tenant = await newTenant()
     const queue = uniqueName('q')
     const tasks = await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
     await claimAll(queue, 3, 'worker-a')
     const lease = (i: number): Lease => ({ id: tasks[i]!.id, attempt: 1, workerId: 'worker-a' })
+    return { sql, tenant, tasks, lease }
+  }
+
+  test('many successes are stored in one statement, each fenced by its own lease', async () => {
+    const { sql, tenant, tasks, lease } = await threeClaimed()
     const stored = await taskSucceedMany(sql, 'worker-a', [
       { lease: lease(2), result: { n: 2 } },
       { lease: { ...lease(0), attempt: 2 }, result: { stale: true } },
@@ -239,12 +245,7 @@ describe('writes of a claimed attempt', () => {
   })
 
   test('many progress reports are stored in one statement, each on its own task and fenced by its own lease', async () => {
-    const { sql } = testDb()
-    const tenant = await newTenant()
-    const queue = uniqueName('q')
-    const tasks = await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
-    await claimAll(queue, 3, 'worker-a')
-    const lease = (i: number): Lease => ({ id: tasks[i]!.id, attempt: 1, workerId: 'worker-a' })
+    const { sql, tenant, tasks, lease } = await threeClaimed()
     const stored = await taskProgressMany(sql, 'worker-a', [
       { lease: lease(2), progress: { percent: 20, message: 'two' } },
       { lease: { ...lease(0), attempt: 2 }, progress: { percent: 99 } },
