@@ -87,19 +87,34 @@ export async function taskProgress(sql: Sql, lease: Lease, progress: Progress): 
 }
 
 /**
- * The update of many progress reports of one worker (at most one per task), each fenced by its
- * lease (see `fenced`). The tasks are found by id alone (`id = any`), each row's values picked
- * from the arrays by its id's position: joined to the reports instead, a plan cached while
- * `tasks` was small read the whole table for every batch. Tests EXPLAIN it.
+ * For an update of many running attempts of one worker: `where` finds their rows by id alone
+ * (`id = any`), each fenced by its lease like `fenced`; `pick(values)` gives each row its value
+ * from `values` (JSON texts, in the order of the leases) by its id's position. Joined to the values
+ * instead, a plan cached while `tasks` was small read the whole table at every batch.
  */
-export function taskProgressUpdate(sql: Queryable, workerId: string, reports: Array<{ lease: Lease; progress: Progress }>) {
-  const ids = reports.map((r) => r.lease.id)
+function byLeases(sql: Queryable, workerId: string, leases: Lease[]) {
+  const ids = leases.map((lease) => lease.id)
   const at = sql`array_position(${ids}::uuid[], id)`
+  return {
+    where: sql`id = any(${ids}::uuid[]) and locked_by = ${workerId}
+      and attempt = (${leases.map((lease) => lease.attempt)}::int[])[${at}]`,
+    pick: (values: Array<string | null>) => sql`(${values}::text[])[${at}]::jsonb`,
+  }
+}
+
+/** Whether each lease's write was stored, in order, from the ids of the rows written. */
+function storedFor(leases: Lease[], rows: Array<{ id: string }>): boolean[] {
+  const stored = new Set(rows.map((row) => row.id))
+  return leases.map((lease) => stored.has(lease.id))
+}
+
+/** The update of many progress reports of one worker (at most one per task). Tests EXPLAIN it. */
+export function taskProgressUpdate(sql: Queryable, workerId: string, reports: Array<{ lease: Lease; progress: Progress }>) {
+  const rows = byLeases(sql, workerId, reports.map((r) => r.lease))
   return sql`
     update taskcast.tasks
-    set progress = (${reports.map((r) => JSON.stringify(r.progress))}::text[])[${at}]::jsonb, last_seq = last_seq + 1
-    where id = any(${ids}::uuid[]) and locked_by = ${workerId}
-      and attempt = (${reports.map((r) => r.lease.attempt)}::int[])[${at}]
+    set progress = ${rows.pick(reports.map((r) => JSON.stringify(r.progress)))}, last_seq = last_seq + 1
+    where ${rows.where}
     returning *`
 }
 
@@ -113,8 +128,7 @@ export function taskProgressUpdate(sql: Queryable, workerId: string, reports: Ar
 export async function taskProgressMany(sql: Sql, workerId: string, reports: Array<{ lease: Lease; progress: Progress }>): Promise<boolean[]> {
   const rows = await withEvent<{ id: string }>(sql, taskProgressUpdate(sql, workerId, reports),
     'progress', sql`progress`, { inStatement: true, columns: sql`changed.id` })
-  const stored = new Set(rows.map((row) => row.id))
-  return reports.map((r) => stored.has(r.lease.id))
+  return storedFor(reports.map((r) => r.lease), rows)
 }
 
 /** Ends a running attempt as succeeded; false when it was fenced out. */
@@ -122,20 +136,14 @@ export async function taskSucceed(sql: Sql, lease: Lease, result: unknown): Prom
   return (await taskSucceedMany(sql, lease.workerId, [{ lease, result }]))[0]!
 }
 
-/**
- * The update ending many running attempts of one worker as succeeded, each fenced by its lease
- * (see `fenced`); the tasks are found by id alone, like progress reports (see
- * taskProgressUpdate). Tests EXPLAIN it.
- */
+/** The update ending many running attempts of one worker as succeeded. Tests EXPLAIN it. */
 export function taskSucceedUpdate(sql: Queryable, workerId: string, done: Array<{ lease: Lease; result: unknown }>) {
-  const ids = done.map((d) => d.lease.id)
-  const at = sql`array_position(${ids}::uuid[], id)`
+  const rows = byLeases(sql, workerId, done.map((d) => d.lease))
   return sql`
     update taskcast.tasks
     set status = 'succeeded', finished_at = now(), locked_by = null, lease_until = null, last_seq = last_seq + 1,
-        result = (${done.map((d) => (d.result === undefined ? null : JSON.stringify(d.result)))}::text[])[${at}]::jsonb
-    where id = any(${ids}::uuid[]) and locked_by = ${workerId}
-      and attempt = (${done.map((d) => d.lease.attempt)}::int[])[${at}]
+        result = ${rows.pick(done.map((d) => (d.result === undefined ? null : JSON.stringify(d.result))))}
+    where ${rows.where}
     returning *`
 }
 
@@ -147,8 +155,7 @@ export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ 
   const rows = await withEvent<{ id: string }>(sql, taskSucceedUpdate(sql, workerId, done),
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`,
     { columns: sql`changed.id` })
-  const stored = new Set(rows.map((row) => row.id))
-  return done.map((d) => stored.has(d.lease.id))
+  return storedFor(done.map((d) => d.lease), rows)
 }
 
 /** Ends the task as failed: out of attempts, or a permanent error. */
