@@ -30,20 +30,21 @@ export function parseJsonBody(maxBytes: number) {
   }
 }
 
-function findUnstorable(value: unknown, path = '', depth = 0): FieldError | undefined {
-  if (depth > maxDepth) return { path, message: `nested deeper than ${maxDepth} levels` }
-  if (typeof value === 'string') return checkString(value, path)
+/** The first value PostgreSQL could not store, with its JSON pointer (built only for it). */
+function findUnstorable(value: unknown, depth = 0): FieldError | undefined {
+  if (depth > maxDepth) return { path: '', message: `nested deeper than ${maxDepth} levels` }
+  if (typeof value === 'string') return checkString(value)
   if (typeof value !== 'object' || value === null) return undefined
-  for (const [key, child] of Object.entries(value)) {
-    const childPath = `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`
-    const found = checkString(key, childPath) ?? findUnstorable(child, childPath, depth + 1)
-    if (found) return found
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue
+    const found = checkString(key) ?? findUnstorable((value as Record<string, unknown>)[key], depth + 1)
+    if (found) return { ...found, path: `/${key.replaceAll('~', '~0').replaceAll('/', '~1')}${found.path}` }
   }
   return undefined
 }
 
-function checkString(value: string, path: string): FieldError | undefined {
-  if (value.includes('\u0000')) return { path, message: 'strings cannot contain NUL (\\u0000) characters' }
-  if (!value.isWellFormed()) return { path, message: 'strings cannot contain unpaired UTF-16 surrogates' }
+function checkString(value: string): FieldError | undefined {
+  if (value.includes('\u0000')) return { path: '', message: 'strings cannot contain NUL (\\u0000) characters' }
+  if (!value.isWellFormed()) return { path: '', message: 'strings cannot contain unpaired UTF-16 surrogates' }
   return undefined
 }

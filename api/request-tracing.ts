@@ -1,10 +1,24 @@
-import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type TextMapGetter } from '@opentelemetry/api'
 import { Elysia } from 'elysia'
 import { runInSpan } from '../observability/spans.ts'
 
 const tracer = trace.getTracer('taskcast-api')
 /** Probes and scrapes would fill the traces with noise. */
 const untraced = new Set(['/healthz', '/readyz', '/metrics'])
+
+/** The caller's trace context, read from the request's own headers (no copy of them all). */
+const fromHeaders: TextMapGetter<Headers> = {
+  get: (headers, key) => headers.get(key) ?? undefined,
+  keys: (headers) => [...headers.keys()],
+}
+
+/** "http://host:port/path?query" → "/path", without building a URL. */
+function pathOf(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2)
+  if (start === -1) return '/'
+  const end = url.indexOf('?', start)
+  return end === -1 ? url.slice(start) : url.slice(start, end)
+}
 
 /**
  * One SERVER span per request, continuing the caller's trace when it sends a traceparent. The
@@ -14,16 +28,16 @@ const untraced = new Set(['/healthz', '/readyz', '/metrics'])
  */
 export const requestTracing = new Elysia({ name: 'taskcast-request-tracing' })
   .wrap((fn, request) => {
-    const url = new URL(request.url)
-    if (untraced.has(url.pathname)) return fn
+    const path = pathOf(request.url)
+    if (untraced.has(path)) return fn
     return ((...args: unknown[]) => {
-      const parent = propagation.extract(ROOT_CONTEXT, Object.fromEntries(request.headers))
+      const parent = propagation.extract(ROOT_CONTEXT, request.headers, fromHeaders)
       const span = tracer.startSpan(request.method, {
         kind: SpanKind.SERVER,
         attributes: {
           'http.request.method': request.method,
-          'url.path': url.pathname,
-          'url.scheme': url.protocol.replace(':', ''),
+          'url.path': path,
+          'url.scheme': request.url.slice(0, request.url.indexOf(':')),
           'user_agent.original': request.headers.get('user-agent') ?? undefined,
         },
       }, parent)
