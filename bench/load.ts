@@ -1,9 +1,8 @@
 /**
- * HTTP load for `bun run bench`, run as a process of its own so that the runner's work does not
- * share its event loop. Argument: one JSON object; prints one JSON line with what it measured.
+ * The latency workloads' HTTP clients for `bun run bench`, run as a process of its own so that the
+ * runner's work does not share its event loop (the throughput workloads' load is
+ * bench/http-load.mjs). Argument: one JSON object; prints one JSON line with what it measured.
  *
- *   submit   `connections` loops, each POSTing one task at a time for `seconds`
- *   batch    `connections` loops, each POSTing batches of `batchSize` tasks for `seconds`
  *   paced    one task every `intervalMs` for `seconds`, not waiting for answers; sends back each
  *            task id with the time its request was sent
  *   progress submits `tasks` demo.noop tasks reporting progress, follows each one's stream and
@@ -17,13 +16,11 @@ import { createParser } from 'eventsource-parser'
 import { preciseNow, quantile } from './services.ts'
 
 interface Args {
-  mode: 'submit' | 'batch' | 'paced' | 'progress'
+  mode: 'paced' | 'progress'
   url: string
   key: string
   queue: string
   seconds: number
-  connections: number
-  batchSize: number
   intervalMs: number
   tasks: number
   reports: number
@@ -36,25 +33,6 @@ const noop = (extra: Record<string, unknown> = {}) => ({ type: 'demo.noop', queu
 
 function post(path: string, body: unknown) {
   return fetch(`${args.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
-}
-
-async function loops(request: () => Promise<{ ok: boolean; tasks: number }>) {
-  const latencies: number[] = []
-  let tasks = 0
-  let errors = 0
-  const started = performance.now()
-  const deadline = started + args.seconds * 1000
-  await Promise.all(Array.from({ length: args.connections }, async () => {
-    while (performance.now() < deadline) {
-      const sent = performance.now()
-      const outcome = await request().catch(() => ({ ok: false, tasks: 0 }))
-      latencies.push(performance.now() - sent)
-      if (outcome.ok) tasks += outcome.tasks
-      else errors++
-    }
-  }))
-  const seconds = (performance.now() - started) / 1000
-  return { tasksPerSecond: tasks / seconds, tasks, errors, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99) }
 }
 
 /** One task every `intervalMs` for `seconds`; each task's id with the time its request was sent. */
@@ -96,19 +74,6 @@ async function progress(reports: number) {
 }
 
 const modes = {
-  submit: () => loops(async () => {
-    const response = await post('/v1/tasks', noop())
-    await response.arrayBuffer()
-    return { ok: response.status === 202, tasks: 1 }
-  }),
-  batch: () => {
-    const body = { tasks: Array.from({ length: args.batchSize }, () => noop()) }
-    return loops(async () => {
-      const response = await post('/v1/tasks/batch', body)
-      await response.arrayBuffer()
-      return { ok: response.status === 202, tasks: args.batchSize }
-    })
-  },
   paced: async () => {
     await paced(args.warmupSeconds)
     return paced(args.seconds)

@@ -136,20 +136,34 @@ const wanted = (name: string) => !only || only.some((prefix) => name.startsWith(
 
 // ── Taskcast's workloads ────────────────────────────────────────────────────────────────────
 
+interface HttpLoad { tasksPerSecond: number; p50: number | null; p99: number | null; errors: number }
+
+/** `connections` connections POSTing one request at a time for `seconds` (bench/http-load.mjs, on Node). */
+async function httpLoad(api: { url: string }, options: { path: string; body: unknown; tasksPerRequest: number; connections: number }): Promise<HttpLoad> {
+  const proc = Bun.spawn([nodeBin, join(root, 'bench/http-load.mjs'), JSON.stringify({ url: api.url, key, seconds, ...options })], {
+    cwd: root, stdin: 'ignore', stdout: 'pipe', stderr: 'inherit',
+  })
+  const [text, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+  if (code !== 0) throw new Error(`bench/http-load.mjs exited with ${code}`)
+  return JSON.parse(text.trim().split('\n').at(-1)!) as HttpLoad
+}
+
+const noopSubmission = (queue: string) => ({ type: 'demo.noop', queue, payload: {} })
+
 async function ingest() {
   await reset(sql)
   const api = await startApi(url)
   try {
-    const single = await runClient<{ tasksPerSecond: number; p50: number; p99: number; errors: number }>('bench/load.ts', {
-      mode: 'submit', url: api.url, key, queue: 'bench-ingest', seconds, connections: 64,
-    })
+    const queue = 'bench-ingest'
+    const single = await httpLoad(api, { path: '/v1/tasks', body: noopSubmission(queue), tasksPerRequest: 1, connections: 64 })
     rows.push({
       workload: 'ingest, one task per request (64 connections)', unit: 'tasks/s', value: single.tasksPerSecond,
       p50: single.p50, p99: single.p99, rssMiB: rssMiB(api.proc.pid, true), note: single.errors ? `${single.errors} errors` : undefined,
     })
     await reset(sql)
-    const batch = await runClient<{ tasksPerSecond: number; p50: number; p99: number; errors: number }>('bench/load.ts', {
-      mode: 'batch', url: api.url, key, queue: 'bench-ingest', seconds, connections: 4, batchSize: 1000,
+    const batchSize = 1000
+    const batch = await httpLoad(api, {
+      path: '/v1/tasks/batch', body: { tasks: Array.from({ length: batchSize }, () => noopSubmission(queue)) }, tasksPerRequest: batchSize, connections: 4,
     })
     rows.push({
       workload: 'ingest, batch route (1,000 per request, 4 connections)', unit: 'tasks/s', value: batch.tasksPerSecond,
@@ -195,9 +209,7 @@ async function withApiAndWorker(queue: string, measure: (api: { url: string }, w
 const endToEnd = () => withApiAndWorker('bench-e2e', async (api, worker) => {
   const queue = 'bench-e2e'
   const started = new Date()
-  const load = await runClient<{ tasksPerSecond: number; errors: number }>('bench/load.ts', {
-    mode: 'submit', url: api.url, key, queue, seconds, connections: 64,
-  })
+  const load = await httpLoad(api, { path: '/v1/tasks', body: noopSubmission(queue), tasksPerRequest: 1, connections: 64 })
   const ended = new Date()
   const [{ done }] = await sql<[{ done: number }]>`
     select count(*)::int as done from taskcast.tasks
@@ -313,10 +325,13 @@ async function peers(rowIndex: number, workload: string, extra: string[] = [], n
   for (const name of names) row.peers[name] = await peer(name, workload, extra)
 }
 
-/** The peers and the Node they run on are dev dependencies of bench/ alone, installed on first use. */
-function installPeers() {
-  if (existsSync(nodeBin)) return
-  process.stderr.write('bench: installing the peers (bench/package.json)…\n')
+/**
+ * The peers, the HTTP load generator (autocannon) and the Node they run on are dev dependencies
+ * of bench/ alone, installed on first use.
+ */
+function installBenchDependencies() {
+  if (existsSync(nodeBin) && existsSync(join(root, 'bench/node_modules/autocannon'))) return
+  process.stderr.write('bench: installing its dependencies (bench/package.json)…\n')
   const install = Bun.spawnSync([process.execPath, 'install', '--frozen-lockfile'], { cwd: join(root, 'bench'), stdout: 'inherit', stderr: 'inherit' })
   if (install.exitCode !== 0) throw new Error('could not install bench/ dependencies')
 }
@@ -356,7 +371,7 @@ const plan: Array<[string, () => Promise<void>]> = [
 ]
 
 try {
-  if (withPeers) installPeers()
+  installBenchDependencies()
   for (const [name, run] of plan) {
     if (!wanted(name)) continue
     process.stderr.write(`bench: ${name}…\n`)
