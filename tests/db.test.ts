@@ -52,6 +52,13 @@ describe('schema constraints', () => {
     await violation(sql`update taskcast.tasks set status = 'paused' where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set progress = '{"percent": 101}' where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set progress = '{"percent": "half"}' where id = ${task!.id}`)
+    await violation(sql`update taskcast.tasks set progress = '[50]' where id = ${task!.id}`)
+    await violation(sql`
+      insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
+      values (${task!.id}, ${tenant.id}, 9, 'progress', '{"percent": -1}')`)
+    for (const progress of [{ percent: 0 }, { percent: 100, message: 'done' }, { message: 'no percent' }, { percent: null }]) {
+      await sql`update taskcast.tasks set progress = ${sql.json(progress)} where id = ${task!.id}`
+    }
     await violation(sql`update taskcast.tasks set finished_at = now() where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set status = 'succeeded', attempt = 1 where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set priority = 101 where id = ${task!.id}`)
