@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import type postgres from 'postgres'
-import { tenantEnsure } from '../db/api-keys.ts'
+import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
 import { createSql, type Queryable } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
 import { taskEventsAfter } from '../db/task-events.ts'
@@ -62,6 +62,21 @@ describe('schema constraints', () => {
     await violation(sql`update taskcast.tasks set finished_at = now() where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set status = 'succeeded', attempt = 1 where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set priority = 101 where id = ${task!.id}`)
+  })
+
+  test('deleting a tenant deletes its tasks, their events and its keys, and no other tenant\'s', async () => {
+    const { sql } = testDb()
+    const [doomed, kept] = [await newTenant(), await newTenant()]
+    await apiKeyCreate(sql, doomed.id)
+    const [gone] = await taskInsert(sql, [newTask(doomed.id)])
+    const [stays] = await taskInsert(sql, [newTask(kept.id)])
+    await sql`delete from taskcast.tenants where id = ${doomed.id}`
+    const left = async (table: string, tenantId: string) =>
+      (await sql<[{ n: number }]>`select count(*)::int as n from ${sql(`taskcast.${table}`)} where tenant_id = ${tenantId}`)[0].n
+    expect(await taskGet(sql, doomed.id, gone!.id)).toBeUndefined()
+    expect([await left('tasks', doomed.id), await left('task_events', doomed.id), await left('api_keys', doomed.id)]).toEqual([0, 0, 0])
+    expect(await taskGet(sql, kept.id, stays!.id)).toMatchObject({ id: stays!.id })
+    expect(await left('task_events', kept.id)).toBe(1)
   })
 })
 
