@@ -47,9 +47,10 @@ const sql = notifyAfterCommit(
   notifier,
 )
 // Claims need not wait for their commit to reach disk: one lost in a crash leaves its task queued.
+// Their one plan (tests EXPLAIN it) is kept rather than made again at every claim.
 const claimSql = notifyAfterCommit(
   traceSql(createSql(config.DATABASE_URL, {
-    max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false, noTableScans: true,
+    max: 1, applicationName: 'taskcast-worker-claim', synchronousCommit: false, noTableScans: true, genericPlans: true,
   })),
   notifier,
 )
