@@ -6,6 +6,7 @@
  * connections }); prints one JSON line: tasks/s, tasks, errors, and each request's p50/p99 in ms.
  */
 import autocannon from 'autocannon'
+import { percentile } from './peers/measure.mjs'
 
 const args = JSON.parse(process.argv[2] ?? '{}')
 const latencies = []
@@ -22,18 +23,12 @@ instance.on('response', (_client, statusCode, _bytes, responseTime) => {
 })
 const result = await instance
 
-/** As bench/services.ts: the q-quantile, or null when there are none. */
-const quantile = (values, q) => {
-  if (values.length === 0) return null
-  const sorted = Float64Array.from(values).sort()
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]
-}
 const accepted = latencies.length
 const tasks = accepted * args.tasksPerRequest
 console.log(JSON.stringify({
   tasksPerSecond: tasks / result.duration,
   tasks,
   errors: result.non2xx + result.errors + result.timeouts,
-  p50: quantile(latencies, 0.5),
-  p99: quantile(latencies, 0.99),
+  p50: percentile(latencies, 50),
+  p99: percentile(latencies, 99),
 }))

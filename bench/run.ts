@@ -139,13 +139,8 @@ const wanted = (name: string) => !only || only.some((prefix) => name.startsWith(
 interface HttpLoad { tasksPerSecond: number; p50: number | null; p99: number | null; errors: number }
 
 /** `connections` connections POSTing one request at a time for `seconds` (bench/http-load.mjs, on Node). */
-async function httpLoad(api: { url: string }, options: { path: string; body: unknown; tasksPerRequest: number; connections: number }): Promise<HttpLoad> {
-  const proc = Bun.spawn([nodeBin, join(root, 'bench/http-load.mjs'), JSON.stringify({ url: api.url, key, seconds, ...options })], {
-    cwd: root, stdin: 'ignore', stdout: 'pipe', stderr: 'inherit',
-  })
-  const [text, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
-  if (code !== 0) throw new Error(`bench/http-load.mjs exited with ${code}`)
-  return JSON.parse(text.trim().split('\n').at(-1)!) as HttpLoad
+function httpLoad(api: { url: string }, options: { path: string; body: unknown; tasksPerRequest: number; connections: number }) {
+  return runClient<HttpLoad>('bench/http-load.mjs', { url: api.url, key, seconds, ...options }, nodeBin)
 }
 
 const noopSubmission = (queue: string) => ({ type: 'demo.noop', queue, payload: {} })
