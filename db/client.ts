@@ -49,6 +49,13 @@ export interface SqlOptions {
  * A postgres.js pool whose rows come back with camelCase keys (columns are snake_case).
  * Connecting gives up after 3 s, reconnecting waits at most 1 s, and statements end after
  * `statementTimeoutMs`, so a database that is down or stuck makes callers fail fast, not hang.
+ *
+ * JIT compilation is off: Taskcast's statements take milliseconds, and compiling one takes
+ * hundreds. It was not rare: where the planner may not read a table whole, any plan that must
+ * (postgres.js's type lookup on each new connection, over pg_catalog.pg_type) is costed past
+ * jit_above_cost, and on a server built with LLVM (Debian's) each new worker connection spent
+ * ~240 ms of database CPU compiling that one query; a worker's first claim came ~350 ms after it
+ * started.
  */
 export function createSql(
   url: string,
@@ -66,6 +73,7 @@ export function createSql(
     connection: {
       application_name: applicationName,
       statement_timeout: statementTimeoutMs,
+      jit: 'off',
       ...(synchronousCommit ? {} : { synchronous_commit: 'off' }),
       ...(noTableScans ? { enable_seqscan: 'off', enable_bitmapscan: 'off' } : {}),
       ...(genericPlans ? { plan_cache_mode: 'force_generic_plan' } : {}),
