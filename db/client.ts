@@ -54,8 +54,8 @@ export interface SqlOptions {
  * hundreds. It was not rare: where the planner may not read a table whole, any plan that must
  * (postgres.js's type lookup on each new connection, over pg_catalog.pg_type) is costed past
  * jit_above_cost, and on a server built with LLVM (Debian's) each new worker connection spent
- * ~240 ms of database CPU compiling that one query; a worker's first claim came ~350 ms after it
- * started.
+ * ~240 ms of database CPU compiling that one query, and a worker's first claim waited ~300 ms
+ * for it.
  */
 export function createSql(
   url: string,

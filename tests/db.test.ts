@@ -175,6 +175,28 @@ describe('taskClaim', () => {
     })
   })
 
+  test('on a worker pool, a statement that must read a table whole is not JIT-compiled', async () => {
+    // Where sequential scans are off, the planner prices one at ~10^10, past jit_above_cost; a
+    // server built with LLVM then compiled such a statement at every run (postgres.js's type
+    // lookup, on every new connection: ~240 ms). A server built without LLVM (the embedded one)
+    // never compiles, so the setting is checked too.
+    const { url } = testDb()
+    const sql = createSql(url, { max: 1, applicationName: 'taskcast-test-worker-jit', noTableScans: true })
+    try {
+      const [{ jit }] = await sql<[{ jit: string }]>`select current_setting('jit') as jit`
+      expect(jit).toBe('off')
+      const [row] = await sql`
+        explain (analyze, format json)
+        select b.oid, b.typarray from pg_catalog.pg_type a left join pg_catalog.pg_type b on b.oid = a.typelem
+        where a.typcategory = 'A' group by b.oid, b.typarray order by b.oid`
+      const [plan] = Object.values(row!)[0] as Array<{ Plan: { 'Total Cost': number }; JIT?: unknown }>
+      expect(plan!.Plan['Total Cost']).toBeGreaterThan(100_000) // jit_above_cost: compiled, were JIT on
+      expect(plan!.JIT).toBeUndefined()
+    } finally {
+      await sql.end()
+    }
+  })
+
   test('concurrent claims never hand out the same task', async () => {
     const { sql } = testDb()
     const tenant = await newTenant()
