@@ -57,20 +57,31 @@ export function taskClaimUpdate(sql: Queryable, { workerId, queues, limit, lease
     returning *`
 }
 
+/** What a worker needs of a task it claimed to run its attempt (not the columns it sets itself). */
+export type ClaimedTask = Pick<TaskRow,
+  'id' | 'tenantId' | 'type' | 'queue' | 'priority' | 'payload' | 'attempt' | 'maxAttempts' | 'timeoutSeconds' | 'runAt'
+  | 'startedAt' | 'traceparent' | 'tracestate'>
+
 /**
  * Claims up to `limit` runnable tasks, highest priority then oldest run_at first, in one statement:
  * SKIP LOCKED lets concurrent workers each take different rows without waiting on one another.
  * Each claimed task starts its next attempt under a lease and gets its `running` event. Returns
- * them in claim order.
+ * them in claim order, with only what a worker needs: sending the other ten columns of every row
+ * (three of them timestamps) and parsing them cost a few µs a task on each side.
  */
-export async function taskClaim(sql: Sql, request: ClaimRequest): Promise<TaskRow[]> {
-  const tasks = await withEvent<TaskRow>(sql, taskClaimUpdate(sql, request),
-    'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`)
+export async function taskClaim(sql: Sql, request: ClaimRequest): Promise<ClaimedTask[]> {
+  const tasks = await withEvent<ClaimedTask>(sql, taskClaimUpdate(sql, request),
+    'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`,
+    {
+      columns: sql`changed.id, changed.tenant_id, changed.type, changed.queue, changed.priority, changed.payload,
+        changed.attempt, changed.max_attempts, changed.timeout_seconds, changed.run_at, changed.started_at,
+        changed.traceparent, changed.tracestate`,
+    })
   return tasks.sort(inClaimOrder)
 }
 
 /** The order taskClaimCandidates takes rows in: highest priority, then oldest run_at, then id. */
-const inClaimOrder = (a: TaskRow, b: TaskRow) =>
+const inClaimOrder = (a: ClaimedTask, b: ClaimedTask) =>
   b.priority - a.priority || a.runAt.getTime() - b.runAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
 
 /**

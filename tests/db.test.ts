@@ -251,8 +251,11 @@ describe('taskClaim', () => {
     const tenant = await newTenant()
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
     const [claimed] = await claimAll(task!.queue, 1, 'worker-a')
-    expect(claimed).toMatchObject({ status: 'running', attempt: 1, lockedBy: 'worker-a', lastSeq: 2 })
-    expect(claimed!.leaseUntil!.getTime()).toBeGreaterThan(Date.now() + 25_000)
+    expect(claimed).toMatchObject({ id: task!.id, type: task!.type, payload: task!.payload, attempt: 1, maxAttempts: task!.maxAttempts })
+    const stored = await taskGet(sql, tenant.id, task!.id)
+    expect(stored).toMatchObject({ status: 'running', attempt: 1, lockedBy: 'worker-a', lastSeq: 2 })
+    expect(stored!.leaseUntil!.getTime()).toBeGreaterThan(Date.now() + 25_000)
+    expect(claimed!.startedAt).toEqual(stored!.startedAt)
     const events = await taskEventsAfter(sql, task!.id, 0)
     expect(events.map((event) => [event.seq, event.kind, event.data])).toEqual([
       [1, 'status', { status: 'queued', attempt: 0 }],

@@ -2,8 +2,7 @@ import { createBatcher } from '../db/batch.ts'
 import { Channel, isDataError, type Sql } from '../db/client.ts'
 import type { Progress } from '../db/contracts.ts'
 import type { Listener } from '../db/listener.ts'
-import { taskClaim, taskProgressMany, taskRelease, taskSucceedMany, type Lease } from '../db/task-leases.ts'
-import type { TaskRow } from '../db/tasks.ts'
+import { taskClaim, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease } from '../db/task-leases.ts'
 import type { Logger } from '../observability/log.ts'
 import type { TraceMode } from '../observability/spans.ts'
 import { createLeaseKeeper } from './leases.ts'
@@ -47,11 +46,11 @@ export interface Worker {
   /** Tasks running now, for tests and metrics. */
   readonly running: number
   /** Called as each run ends, for tests and metrics. */
-  onRunEnd(listener: (task: TaskRow, end: RunEnd) => void): void
+  onRunEnd(listener: (task: ClaimedTask, end: RunEnd) => void): void
 }
 
 interface Running {
-  task: TaskRow
+  task: ClaimedTask
   controller: AbortController
   /** Settles when the run has ended; undefined while the task waits for a slot. */
   done?: Promise<void>
@@ -105,7 +104,7 @@ export function createWorker(options: WorkerOptions): Worker {
     (reports: Array<{ lease: Lease; progress: Progress }>) => taskProgressMany(sql, workerId, reports),
     { maxBatch: 200, maxInFlight: 1, isolate: isDataError },
   )
-  const runEndListeners: Array<(task: TaskRow, end: RunEnd) => void> = []
+  const runEndListeners: Array<(task: ClaimedTask, end: RunEnd) => void> = []
   let again = false
   let stopping = false
   /**
@@ -180,7 +179,7 @@ export function createWorker(options: WorkerOptions): Worker {
     }
   }
 
-  function claimed(task: TaskRow) {
+  function claimed(task: ClaimedTask) {
     log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
     metrics.claimed(task)
     const entry: Running = { task, controller: new AbortController() }

@@ -1,6 +1,6 @@
 import { metrics, type BatchObservableCallback } from '@opentelemetry/api'
 import type { Listener } from '../db/listener.ts'
-import type { TaskRow } from '../db/tasks.ts'
+import type { ClaimedTask } from '../db/task-leases.ts'
 import type { RunEnd } from './run.ts'
 
 // Seconds, from a millisecond pickup to an hour-long run.
@@ -8,8 +8,8 @@ const secondsBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 const terminal: Partial<Record<RunEnd, string>> = { succeeded: 'succeeded', failed: 'failed', canceled: 'canceled' }
 
 export interface WorkerMetrics {
-  claimed(task: TaskRow): void
-  ended(task: TaskRow, end: RunEnd, seconds: number): void
+  claimed(task: ClaimedTask): void
+  ended(task: ClaimedTask, end: RunEnd, seconds: number): void
   /** Stops reporting this worker's gauges (its listener is gone). */
   close(): void
 }

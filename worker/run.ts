@@ -6,9 +6,9 @@ import {
   taskCancelRunning,
   taskFail,
   taskRetryLater,
+  type ClaimedTask,
   type Lease,
 } from '../db/task-leases.ts'
-import type { TaskRow } from '../db/tasks.ts'
 import type { Span } from '@opentelemetry/api'
 import type { Logger } from '../observability/log.ts'
 import { recordFailure, withExecuteSpan, type TraceMode } from '../observability/spans.ts'
@@ -70,7 +70,7 @@ function toJson(value: unknown): unknown {
  * Runs one claimed attempt inside its `task.execute <type>` span, in the trace the task was
  * enqueued in; the span carries progress as events, failures as exceptions, and the outcome.
  */
-export async function runTask(task: TaskRow, options: RunOptions): Promise<RunEnd> {
+export async function runTask(task: ClaimedTask, options: RunOptions): Promise<RunEnd> {
   const info = { id: task.id, type: task.type, queue: task.queue, attempt: task.attempt, maxAttempts: task.maxAttempts }
   return withExecuteSpan(info, task, options.traceMode ?? 'child', async (span) => {
     const end = await runAttempt(task, options, span)
@@ -85,7 +85,7 @@ export async function runTask(task: TaskRow, options: RunOptions): Promise<RunEn
  * overwrite a newer one.
  */
 async function runAttempt(
-  task: TaskRow,
+  task: ClaimedTask,
   { sql, log: workerLog, workerId, controller, succeed, reportProgress, onHandlerDone, onRetryScheduled }: RunOptions,
   span: Span,
 ): Promise<RunEnd> {
