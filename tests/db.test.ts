@@ -44,7 +44,7 @@ describe('migrations', () => {
 })
 
 describe('schema constraints', () => {
-  test('reject an unknown status, an out-of-range percent and finished_at without a terminal status', async () => {
+  test('reject an unknown status, an out-of-range percent, a malformed queue name and finished_at without a terminal status', async () => {
     const { sql } = testDb()
     const tenant = await newTenant()
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
@@ -62,6 +62,10 @@ describe('schema constraints', () => {
     await violation(sql`update taskcast.tasks set finished_at = now() where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set status = 'succeeded', attempt = 1 where id = ${task!.id}`)
     await violation(sql`update taskcast.tasks set priority = 101 where id = ${task!.id}`)
+    for (const queue of ['', 'Upper', '-leading', 'sp ace', 'x'.repeat(64), 'é']) {
+      await violation(sql`update taskcast.tasks set queue = ${queue} where id = ${task!.id}`)
+    }
+    for (const queue of ['q', '0.a_b-c', 'x'.repeat(63)]) await sql`update taskcast.tasks set queue = ${queue} where id = ${task!.id}`
   })
 
   test('deleting a tenant deletes its tasks, their events and its keys, and no other tenant\'s', async () => {
