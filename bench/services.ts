@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { serviceRuntimeEnv } from '../lifecycle/runtime.ts'
 import { spawnChildService, type ChildService } from '../tests/support/child-service.ts'
 
 export const root = resolve(import.meta.dir, '..')
@@ -48,6 +49,7 @@ export function spawnBun(entry: string, env: Record<string, string>, args: strin
 /** The API on a free port, ready (migrations current, LISTEN up). Logs at warn and above only. */
 export async function startApi(databaseUrl: string, env: Record<string, string> = {}) {
   const service = spawnBun('api/main.ts', {
+    ...serviceRuntimeEnv,
     DATABASE_URL: databaseUrl,
     PORT: '0',
     HOST: '127.0.0.1',
@@ -65,6 +67,7 @@ export async function startApi(databaseUrl: string, env: Record<string, string> 
 
 export async function startWorker(databaseUrl: string, queue: string, env: Record<string, string> = {}) {
   const service = spawnBun('worker/main.ts', {
+    ...serviceRuntimeEnv,
     DATABASE_URL: databaseUrl,
     WORKER_QUEUES: queue,
     WORKER_CONCURRENCY: '16',

@@ -11,6 +11,7 @@ import { apiKeyCreate, apiKeyTenant, tenantEnsure } from '../db/api-keys.ts'
 import { createSql } from '../db/client.ts'
 import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded-postgres.ts'
 import { migrate } from '../db/migrate.ts'
+import { serviceRuntimeEnv } from '../lifecycle/runtime.ts'
 import { onStopSignal } from '../lifecycle/signals.ts'
 
 const root = resolve(import.meta.dir, '..')
@@ -66,6 +67,7 @@ const wantedPort = Number(process.env.PORT ?? 3000)
 const port = (await portIsFree(wantedPort)) ? wantedPort : await freePort()
 const env = {
   ...process.env,
+  ...serviceRuntimeEnv,
   DATABASE_URL: databaseUrl,
   PORT: String(port),
   TASKCAST_STREAM_SECRET: process.env.TASKCAST_STREAM_SECRET ?? keptSecret('stream-secret', () => randomBytes(32).toString('hex')),

@@ -1,8 +1,11 @@
 import { describe, expect, test } from 'bun:test'
 import { resolve } from 'node:path'
 import { apiKeyTenant } from '../db/api-keys.ts'
+import { readdirSync, readFileSync } from 'node:fs'
+import { serviceRuntimeEnv } from '../lifecycle/runtime.ts'
+import { spawnChildService } from './support/child-service.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
-import { uniqueName } from './support/fixtures.ts'
+import { streamSecret, uniqueName } from './support/fixtures.ts'
 
 const root = resolve(import.meta.dir, '..')
 
@@ -45,5 +48,46 @@ describe('bun run keys create', () => {
     const result = await run(['keys', 'create'], { DATABASE_URL: testDb().url })
     expect(result.code).toBe(2)
     expect(result.stderr).toContain('usage: bun run keys create --tenant NAME')
+  })
+})
+
+/** The process whose command runs `entry` and whose environment holds `marker` (NAME=value): its pid and environment. */
+function processWith(entry: string, marker: string): { pid: number; env: Record<string, string> } | undefined {
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(entry)) continue
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+      if (!environ.includes(marker)) continue
+      const pairs = environ.filter(Boolean).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)])
+      return { pid: Number(pid), env: Object.fromEntries(pairs) }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined
+}
+
+describe('bun run api and bun run worker', () => {
+  test('start their process with the runtime options (JavaScriptCore\'s FTL tier off)', async () => {
+    const services = [
+      { script: 'api', ready: 'listening', env: { PORT: '0', HOST: '127.0.0.1', TASKCAST_STREAM_SECRET: streamSecret } },
+      { script: 'worker', ready: 'worker started', env: { WORKER_QUEUES: uniqueName('q') } },
+    ]
+    for (const { script, ready, env } of services) {
+      const mark = crypto.randomUUID()
+      const service = spawnChildService(script, ['bun', 'run', script], {
+        cwd: root,
+        env: { ...process.env, DATABASE_URL: testDb().url, LOG_LEVEL: 'info', TASKCAST_TEST_MARK: mark, ...env },
+      })
+      try {
+        await service.waitForLog((line) => line.message === ready)
+        const found = processWith(`${script}/main.ts`, `TASKCAST_TEST_MARK=${mark}`)
+        const runtime = Object.fromEntries(Object.keys(serviceRuntimeEnv).map((name) => [name, found?.env[name]]))
+        expect(runtime).toEqual(serviceRuntimeEnv)
+        if (found) process.kill(found.pid, 'SIGTERM')
+      } finally {
+        await service.stop('SIGTERM', 10_000)
+      }
+    }
   })
 })

@@ -1,4 +1,5 @@
 import { join, resolve } from 'node:path'
+import { serviceRuntimeEnv } from '../../lifecycle/runtime.ts'
 import { spawnChildService, type ChildService } from './child-service.ts'
 import { testDb } from './database.ts'
 import { streamSecret } from './fixtures.ts'
@@ -12,7 +13,7 @@ const running = new Set<Service>()
 function spawnService(entry: string, env: Record<string, string>): Service {
   const child = spawnChildService(entry, [process.execPath, join(root, entry)], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: testDb().url, LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, ...serviceRuntimeEnv, DATABASE_URL: testDb().url, LOG_LEVEL: 'info', ...env },
   })
   const service: Service = {
     ...child,
