@@ -68,7 +68,7 @@ function processWith(entry: string, marker: string): { pid: number; env: Record<
 }
 
 describe('bun run api and bun run worker', () => {
-  test('start their process with the runtime options (JavaScriptCore\'s FTL tier off)', async () => {
+  test('start their process with the runtime options (JavaScriptCore\'s FTL tier off, a longer allocator purge delay)', async () => {
     const services = [
       { script: 'api', ready: 'listening', env: { PORT: '0', HOST: '127.0.0.1', TASKCAST_STREAM_SECRET: streamSecret } },
       { script: 'worker', ready: 'worker started', env: { WORKER_QUEUES: uniqueName('q') } },
