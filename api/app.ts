@@ -38,6 +38,8 @@ export type App = ReturnType<typeof createApp>
 
 export interface ApiOptions {
   sql: Sql
+  /** For single submissions' inserts: a pool without synchronous commit (see taskRoutes). */
+  insertSql: Sql
   databaseUrl: string
   log: Logger
   streamSecret: string
@@ -69,6 +71,7 @@ export function assembleApi(options: ApiOptions) {
   const metrics = createApiMetrics({ sql, hub, listener, log })
   const app = createApp({
     sql,
+    insertSql: options.insertSql,
     hub,
     tokens,
     auth: createAuthenticator(sql, tokens),

@@ -35,12 +35,19 @@ if (!streamSecret) {
 }
 
 // Statements time out within the 5 s in which a request must get an answer, even a 503. NOTIFYs
-// stay inside the API's statements: its inserts are batched already, so the lock a NOTIFY holds
-// until its commit is flushed costs little here, and workers hear of new tasks one hop sooner
-// than through a notifier as the workers use (db/notify.ts).
+// stay inside the API's statements, so workers hear of new tasks one hop sooner than through a
+// notifier as the workers use (db/notify.ts): the database-wide lock a NOTIFY holds until its
+// commit is flushed costs little here, as inserts are batched and single submissions commit
+// without waiting for the disk.
 const sql = traceSql(createSql(config.DATABASE_URL, { max: 10, applicationName: 'taskcast-api', statementTimeoutMs: 4000 }))
+// Single submissions commit without waiting for the disk and are answered once a flush has put
+// them on disk (see taskRoutes): their workers hear of them one disk flush sooner.
+const insertSql = traceSql(createSql(config.DATABASE_URL, {
+  max: 2, applicationName: 'taskcast-api-insert', statementTimeoutMs: 4000, synchronousCommit: false,
+}))
 const { app, hub, listener, metrics } = assembleApi({
   sql,
+  insertSql,
   databaseUrl: config.DATABASE_URL,
   log,
   streamSecret,
@@ -69,7 +76,7 @@ async function stopServing() {
 async function shutdown(signal: string) {
   log.info({ signal }, 'shutting down')
   const code = await stopInOrder(
-    [stopServing, () => metrics.close(), () => listener.stop(), () => sql.end({ timeout: 5 }), telemetry.shutdown],
+    [stopServing, () => metrics.close(), () => listener.stop(), () => Promise.all([sql.end({ timeout: 5 }), insertSql.end({ timeout: 5 })]), telemetry.shutdown],
     (error) => log.error({ err: error }, 'shutdown step failed'),
   )
   process.exit(code)

@@ -6,7 +6,7 @@ import { createBatcher } from '../db/batch.ts'
 import { catalogue } from '../db/catalogue.ts'
 import { isDataError } from '../db/client.ts'
 import { taskInsertIdempotent } from '../db/idempotency.ts'
-import { taskCancel, taskGet, taskInsert, taskList, taskRetry, type NewTask } from '../db/tasks.ts'
+import { taskCancel, taskGet, taskInsert, taskList, taskRetry, walFlush, type NewTask } from '../db/tasks.ts'
 import { setEnqueuedTaskId, withEnqueueSpan } from '../observability/spans.ts'
 import type { TraceCarrier } from '../observability/trace-context.ts'
 import type { AppDeps } from './deps.ts'
@@ -45,9 +45,19 @@ const requestHash = (body: unknown) => createHash('sha256').update(stableStringi
 
 const queueOf = (body: CreateTask) => ({ type: body.type, queue: body.queue ?? catalogue[body.type].queue })
 
-export function taskRoutes({ sql, auth, tokens, metrics }: AppDeps) {
+export function taskRoutes({ sql, insertSql, auth, tokens, metrics }: AppDeps) {
+  // A submission is answered once it is on disk, but its workers hear of it sooner: its insert
+  // commits without waiting for the disk (its NOTIFY goes out at that commit), then a flush makes
+  // it durable. A worker may so start a task one disk flush before its submitter is answered; a
+  // crash in that window answers an error, and the task runs again if it is submitted again.
+  // Inserts that commit while a flush runs share the next one.
+  const flush = createBatcher((waiting: null[]) => walFlush(sql).then(() => waiting), { maxBatch: 10_000, maxInFlight: 2 })
   // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
-  const insert = createBatcher((tasks: NewTask[]) => taskInsert(sql, tasks), { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
+  const insert = createBatcher(async (tasks: NewTask[]) => {
+    const rows = await taskInsert(insertSql, tasks)
+    await flush(null)
+    return rows
+  }, { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
   return new Elysia({ prefix: '/v1/tasks' })
     .derive(async ({ headers }) => ({ tenant: await auth.bearer(headers.authorization) }))
     .post('/', async ({ body, headers, tenant, set }) => {

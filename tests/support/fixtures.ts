@@ -1,6 +1,7 @@
 import { assembleApi } from '../../api/app.ts'
 import { apiKeyCreate, tenantEnsure } from '../../db/api-keys.ts'
 import { catalogue, type TaskType } from '../../db/catalogue.ts'
+import { createSql } from '../../db/client.ts'
 import { createListener } from '../../db/listener.ts'
 import type { NewTask } from '../../db/tasks.ts'
 import { createLogger } from '../../observability/log.ts'
@@ -50,8 +51,10 @@ export const streamSecret = 'test-stream-secret-0123456789'
  */
 export async function startApp(options: { ssePingMs?: number; maxPayloadBytes?: number } = {}) {
   const { sql, url } = testDb()
+  const insertSql = createSql(url, { max: 2, applicationName: 'taskcast-test-insert', synchronousCommit: false })
   const { app, hub, listener, tokens, metrics } = assembleApi({
     sql,
+    insertSql,
     databaseUrl: url,
     log: quietLog,
     streamSecret,
@@ -76,6 +79,7 @@ export async function startApp(options: { ssePingMs?: number; maxPayloadBytes?: 
   const stop = async () => {
     metrics.close()
     await listener.stop()
+    await insertSql.end({ timeout: 1 })
   }
   return { app, hub, tokens, listener, request, stop }
 }

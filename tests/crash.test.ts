@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, expect, test } from 'bun:test'
+import { readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import postgres from 'postgres'
+import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
+import { createSql } from '../db/client.ts'
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded-postgres.ts'
+import { migrate } from '../db/migrate.ts'
+import { until } from './support/fixtures.ts'
+import { killAll, spawnApi } from './support/processes.ts'
+
+/**
+ * PostgreSQL crashing while tasks are submitted, on a cluster of this test's own with durable
+ * settings. An immediate shutdown ends the server at once: WAL it has not yet written out is gone,
+ * as in a crash. The WAL writer here waits 10 s between rounds, so a commit that did not wait for
+ * its flush is likely to be among what is lost.
+ */
+const dataDir = join(tmpdir(), `taskcast-crash-${process.pid}-${Date.now()}`)
+const password = 'crash-test'
+let port: number
+let server: EmbeddedPostgres
+let url: string
+
+const startServer = () => startEmbeddedPostgres({ dataDir, password, port, settings: { wal_writer_delay: '10s' } })
+
+beforeAll(async () => {
+  port = await freePort()
+  server = await startServer()
+  const admin = postgres(server.url('postgres'), { max: 1, onnotice: () => {} })
+  await admin`create database taskcast`
+  await admin.end()
+  url = server.url('taskcast')
+  const sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
+  await migrate(sql)
+  await sql.end()
+}, 60_000)
+
+afterAll(async () => {
+  await killAll()
+  await server.stop().catch(() => {})
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+/** Ends the server as a crash would: SIGQUIT to the postmaster is PostgreSQL's immediate shutdown. */
+async function crash() {
+  const pid = Number(readFileSync(join(server.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
+  process.kill(pid, 'SIGQUIT')
+  const alive = () => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  await until(() => !alive(), 30_000, 'the postmaster to exit')
+}
+
+test('every task answered 202 is still there after PostgreSQL crashes mid-submission', async () => {
+  let sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
+  const auth = { authorization: `Bearer ${await apiKeyCreate(sql, (await tenantEnsure(sql, 'crash')).id)}` }
+  await sql.end()
+  const api = await spawnApi({ DATABASE_URL: url })
+
+  const acknowledged: string[] = []
+  let crashed = false
+  const submitter = async () => {
+    for (;;) {
+      const response = await fetch(`${api.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'demo.noop', queue: 'crash' }),
+      })
+      if (response.status === 202) {
+        acknowledged.push(((await response.json()) as { id: string }).id)
+        continue
+      }
+      if (!crashed) throw new Error(`${response.status} before the crash: ${await response.text()}`)
+      return
+    }
+  }
+  const submitters = Array.from({ length: 8 }, submitter)
+  await until(() => acknowledged.length >= 500, 30_000, '500 submissions answered')
+  crashed = true
+  await crash()
+  await Promise.all(submitters)
+  await api.stop('SIGKILL')
+
+  server = await startServer()
+  sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
+  const [{ found }] = await sql<[{ found: number }]>`
+    select count(*)::int as found from taskcast.tasks where id = any(${acknowledged}::uuid[])`
+  await sql.end()
+  console.log(`crash: ${acknowledged.length} tasks answered 202, ${found} found after recovery`)
+  expect(found).toBe(acknowledged.length)
+}, 90_000)
