@@ -38,7 +38,7 @@ export type App = ReturnType<typeof createApp>
 
 export interface ApiOptions {
   sql: Sql
-  /** For single submissions' inserts: a pool without synchronous commit (see taskRoutes). */
+  /** For submissions' inserts: a pool without synchronous commit (see taskRoutes). */
   insertSql: Sql
   databaseUrl: string
   log: Logger

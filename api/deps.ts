@@ -8,7 +8,7 @@ import type { StreamTokens } from './stream-tokens.ts'
 /** What the routes are built from; main.ts wires the real ones, tests may wire their own. */
 export interface AppDeps {
   sql: Sql
-  /** Single submissions' inserts: a pool without synchronous commit (see taskRoutes). */
+  /** Submissions' inserts: a pool without synchronous commit (see taskRoutes). */
   insertSql: Sql
   hub: EventHub
   auth: Authenticator

@@ -37,11 +37,10 @@ if (!streamSecret) {
 // Statements time out within the 5 s in which a request must get an answer, even a 503. NOTIFYs
 // stay inside the API's statements, so workers hear of new tasks one hop sooner than through a
 // notifier as the workers use (db/notify.ts): the database-wide lock a NOTIFY holds until its
-// commit is flushed costs little here, as inserts are batched and single submissions commit
-// without waiting for the disk.
+// commit is flushed costs little here, as submissions commit without waiting for the disk.
 const sql = traceSql(createSql(config.DATABASE_URL, { max: 10, applicationName: 'taskcast-api', statementTimeoutMs: 4000 }))
-// Single submissions commit without waiting for the disk and are answered once a flush has put
-// them on disk (see taskRoutes): their workers hear of them one disk flush sooner.
+// Submissions commit without waiting for the disk and are answered once a flush has put them on
+// disk (see taskRoutes): their workers hear of them one disk flush sooner.
 const insertSql = traceSql(createSql(config.DATABASE_URL, {
   max: 2, applicationName: 'taskcast-api-insert', statementTimeoutMs: 4000, synchronousCommit: false,
 }))

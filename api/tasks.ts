@@ -47,17 +47,19 @@ const queueOf = (body: CreateTask) => ({ type: body.type, queue: body.queue ?? c
 
 export function taskRoutes({ sql, insertSql, auth, tokens, metrics }: AppDeps) {
   // A submission is answered once it is on disk, but its workers hear of it sooner: its insert
-  // commits without waiting for the disk (its NOTIFY goes out at that commit), then a flush makes
-  // it durable. A worker may so start a task one disk flush before its submitter is answered; a
-  // crash in that window answers an error, and the task runs again if it is submitted again.
-  // Inserts that commit while a flush runs share the next one.
+  // commits without waiting for the disk (its NOTIFY goes out at that commit, and holds the
+  // database-wide NOTIFY lock only briefly), then a flush makes it durable. A worker may so start a
+  // task one disk flush before its submitter is answered; a crash in that window answers an error,
+  // and the task runs again if it is submitted again. Inserts that commit while a flush runs
+  // share the next one.
   const flush = createBatcher((waiting: null[]) => walFlush(sql).then(() => waiting), { maxBatch: 10_000, maxInFlight: 2 })
-  // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
-  const insert = createBatcher(async (tasks: NewTask[]) => {
+  const insertDurably = async (tasks: NewTask[]) => {
     const rows = await taskInsert(insertSql, tasks)
     await flush(null)
     return rows
-  }, { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
+  }
+  // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
+  const insert = createBatcher(insertDurably, { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
   return new Elysia({ prefix: '/v1/tasks' })
     .derive(async ({ headers }) => ({ tenant: await auth.bearer(headers.authorization) }))
     .post('/', async ({ body, headers, tenant, set }) => {
@@ -81,7 +83,7 @@ export function taskRoutes({ sql, insertSql, auth, tokens, metrics }: AppDeps) {
     .post('/batch', async ({ body, tenant, set }) => {
       // One statement: all the tasks are stored, or none.
       const stored = await withEnqueueSpan(body.tasks.map(queueOf), (trace) =>
-        taskInsert(sql, body.tasks.map((task) => newTask(tenant.id, task, trace))))
+        insertDurably(body.tasks.map((task) => newTask(tenant.id, task, trace))))
       metrics.submitted(stored)
       set.status = 202
       return { items: stored.map((task) => taskResource(task, tokens)) }

@@ -57,7 +57,7 @@ async function crash() {
   await until(() => !alive(), 30_000, 'the postmaster to exit')
 }
 
-test('every task answered 202 is still there after PostgreSQL crashes mid-submission', async () => {
+test('every task answered 202, alone or in a batch, is still there after PostgreSQL crashes mid-submission', async () => {
   let sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
   const auth = { authorization: `Bearer ${await apiKeyCreate(sql, (await tenantEnsure(sql, 'crash')).id)}` }
   await sql.end()
@@ -65,15 +65,19 @@ test('every task answered 202 is still there after PostgreSQL crashes mid-submis
 
   const acknowledged: string[] = []
   let crashed = false
-  const submitter = async () => {
+  const task = { type: 'demo.noop', queue: 'crash' }
+  // Seven clients submit one task a request, one five at a time through the batch route.
+  const submitter = async (_: unknown, client: number) => {
+    const batch = client === 7
     for (;;) {
-      const response = await fetch(`${api.url}/v1/tasks`, {
+      const response = await fetch(`${api.url}/v1/tasks${batch ? '/batch' : ''}`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify({ type: 'demo.noop', queue: 'crash' }),
+        body: JSON.stringify(batch ? { tasks: Array.from({ length: 5 }, () => task) } : task),
       })
       if (response.status === 202) {
-        acknowledged.push(((await response.json()) as { id: string }).id)
+        const body = (await response.json()) as { id: string } | { items: Array<{ id: string }> }
+        acknowledged.push(...('items' in body ? body.items.map((item) => item.id) : [body.id]))
         continue
       }
       if (!crashed) throw new Error(`${response.status} before the crash: ${await response.text()}`)
@@ -81,7 +85,7 @@ test('every task answered 202 is still there after PostgreSQL crashes mid-submis
     }
   }
   const submitters = Array.from({ length: 8 }, submitter)
-  await until(() => acknowledged.length >= 500, 30_000, '500 submissions answered')
+  await until(() => acknowledged.length >= 1000, 30_000, '1,000 tasks accepted')
   crashed = true
   await crash()
   await Promise.all(submitters)
