@@ -75,7 +75,13 @@ async function stopServing() {
 async function shutdown(signal: string) {
   log.info({ signal }, 'shutting down')
   const code = await stopInOrder(
-    [stopServing, () => metrics.close(), () => listener.stop(), () => Promise.all([sql.end({ timeout: 5 }), insertSql.end({ timeout: 5 })]), telemetry.shutdown],
+    [
+      stopServing,
+      () => metrics.close(),
+      () => listener.stop(),
+      () => Promise.all([sql.end({ timeout: 5 }), insertSql.end({ timeout: 5 })]),
+      telemetry.shutdown,
+    ],
     (error) => log.error({ err: error }, 'shutdown step failed'),
   )
   process.exit(code)

@@ -76,9 +76,9 @@ export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<Task
  * Makes every transaction committed before this call durable, those committed without waiting for
  * the disk (synchronous_commit off) too: it commits, synchronously, a transaction that has an id
  * and writes WAL, which PostgreSQL flushes up to its commit record and so up to every record
- * before it. The WAL it writes is a logical decoding message (prefix `taskcast`), which nothing
- * reads; a transaction that only takes an id writes none, and its commit is not flushed. Run it on
- * a pool with synchronous commit.
+ * before it. The WAL it writes is an empty logical decoding message (prefix `taskcast`), which a
+ * logical decoding consumer, if there is one, can ignore; a transaction that only takes an id
+ * writes none, and its commit is not flushed. Run it on a pool with synchronous commit.
  */
 export async function walFlush(sql: Queryable): Promise<void> {
   await sql`select pg_logical_emit_message(true, 'taskcast', '')`
