@@ -1,13 +1,10 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import postgres from 'postgres'
 import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
 import { createSql } from '../db/client.ts'
-import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded-postgres.ts'
-import { migrate } from '../db/migrate.ts'
 import { until } from './support/fixtures.ts'
+import { startOwnCluster, type OwnCluster } from './support/own-cluster.ts'
 import { killAll, spawnApi } from './support/processes.ts'
 
 /**
@@ -16,35 +13,20 @@ import { killAll, spawnApi } from './support/processes.ts'
  * as in a crash. The WAL writer here waits 10 s between rounds, so a commit that did not wait for
  * its flush is likely to be among what is lost.
  */
-const dataDir = join(tmpdir(), `taskcast-crash-${process.pid}-${Date.now()}`)
-const password = 'crash-test'
-let port: number
-let server: EmbeddedPostgres
-let url: string
-
-const startServer = () => startEmbeddedPostgres({ dataDir, password, port, settings: { wal_writer_delay: '10s' } })
+let cluster: OwnCluster
 
 beforeAll(async () => {
-  port = await freePort()
-  server = await startServer()
-  const admin = postgres(server.url('postgres'), { max: 1, onnotice: () => {} })
-  await admin`create database taskcast`
-  await admin.end()
-  url = server.url('taskcast')
-  const sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
-  await migrate(sql)
-  await sql.end()
+  cluster = await startOwnCluster('crash', { wal_writer_delay: '10s' })
 }, 60_000)
 
 afterAll(async () => {
   await killAll()
-  await server.stop().catch(() => {})
-  rmSync(dataDir, { recursive: true, force: true })
+  await cluster.remove()
 })
 
 /** Ends the server as a crash would: SIGQUIT to the postmaster is PostgreSQL's immediate shutdown. */
 async function crash() {
-  const pid = Number(readFileSync(join(server.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
+  const pid = Number(readFileSync(join(cluster.server.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0])
   process.kill(pid, 'SIGQUIT')
   const alive = () => {
     try {
@@ -58,10 +40,10 @@ async function crash() {
 }
 
 test('every task answered 202, alone or in a batch, is still there after PostgreSQL crashes mid-submission', async () => {
-  let sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
+  let sql = createSql(cluster.url, { max: 1, applicationName: 'taskcast-test' })
   const auth = { authorization: `Bearer ${await apiKeyCreate(sql, (await tenantEnsure(sql, 'crash')).id)}` }
   await sql.end()
-  const api = await spawnApi({ DATABASE_URL: url })
+  const api = await spawnApi({ DATABASE_URL: cluster.url })
 
   const acknowledged: string[] = []
   let crashed = false
@@ -91,8 +73,8 @@ test('every task answered 202, alone or in a batch, is still there after Postgre
   await Promise.all(submitters)
   await api.stop('SIGKILL')
 
-  server = await startServer()
-  sql = createSql(url, { max: 1, applicationName: 'taskcast-test' })
+  await cluster.restart()
+  sql = createSql(cluster.url, { max: 1, applicationName: 'taskcast-test' })
   const [{ found }] = await sql<[{ found: number }]>`
     select count(*)::int as found from taskcast.tasks where id = any(${acknowledged}::uuid[])`
   await sql.end()

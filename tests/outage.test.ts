@@ -1,13 +1,8 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
-import { rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import postgres from 'postgres'
 import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
 import { createSql, type Sql } from '../db/client.ts'
-import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded-postgres.ts'
-import { migrate } from '../db/migrate.ts'
 import { until } from './support/fixtures.ts'
+import { startOwnCluster, type OwnCluster } from './support/own-cluster.ts'
 import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
 import { followSse, readSse, type SseEvent } from './support/sse.ts'
 
@@ -15,33 +10,22 @@ import { followSse, readSse, type SseEvent } from './support/sse.ts'
  * PostgreSQL stopped and started again under load, on a cluster of this test's own. The API and
  * the worker keep running throughout and must recover by themselves.
  */
-const dataDir = join(tmpdir(), `taskcast-outage-${process.pid}-${Date.now()}`)
-const password = 'outage-test'
-let port: number
-let server: EmbeddedPostgres
+let cluster: OwnCluster
 let url: string
 let sql: Sql
 let auth: Record<string, string>
 
-const startServer = () => startEmbeddedPostgres({ dataDir, password, port, settings: { fsync: 'off' } })
-
 beforeAll(async () => {
-  port = await freePort()
-  server = await startServer()
-  const admin = postgres(server.url('postgres'), { max: 1, onnotice: () => {} })
-  await admin`create database taskcast`
-  await admin.end()
-  url = server.url('taskcast')
+  cluster = await startOwnCluster('outage', { fsync: 'off' })
+  url = cluster.url
   sql = createSql(url, { max: 4, applicationName: 'taskcast-test' })
-  await migrate(sql)
   auth = { authorization: `Bearer ${await apiKeyCreate(sql, (await tenantEnsure(sql, 'outage')).id)}` }
 }, 60_000)
 
 afterAll(async () => {
   await killAll()
   await sql.end({ timeout: 1 })
-  await server.stop().catch(() => {})
-  rmSync(dataDir, { recursive: true, force: true })
+  await cluster.remove()
 })
 
 const ids = (events: SseEvent[]) => events.map((event) => Number(event.id))
@@ -79,11 +63,11 @@ test('no task is lost, streams miss nothing, and everything recovers without a r
 
   await until(() => accepted.length >= 30, 10_000, 'load before the outage')
   const stoppedAt = Date.now()
-  await server.stop()
+  await cluster.server.stop()
   await until(async () => (await fetch(`${api.url}/readyz`)).status === 503, 10_000, '/readyz to say 503')
   // Down for longer than the 3 s lease, so leases run out while no worker can renew them.
   await until(() => refusals.length >= 20 && Date.now() - stoppedAt >= 4000, 15_000, 'a 4 s outage')
-  server = await startServer()
+  await cluster.restart()
   const restartedAt = Date.now()
   await until(async () => (await fetch(`${api.url}/readyz`)).status === 200, 30_000, '/readyz to recover')
   const readyAfterMs = Date.now() - restartedAt
