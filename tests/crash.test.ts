@@ -56,6 +56,8 @@ test('every task answered 202, alone or in a batch, is still there after Postgre
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
         body: JSON.stringify(batch ? { tasks: Array.from({ length: 5 }, () => task) } : task),
+        // The API answers every request within seconds, the database up or not.
+        signal: AbortSignal.timeout(10_000),
       })
       if (response.status === 202) {
         const body = (await response.json()) as { id: string } | { items: Array<{ id: string }> }
