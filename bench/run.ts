@@ -138,9 +138,9 @@ const wanted = (name: string) => !only || only.some((prefix) => name.startsWith(
 
 interface HttpLoad { tasksPerSecond: number; p50: number | null; p99: number | null; errors: number }
 
-/** `connections` connections POSTing one request at a time for `seconds` (bench/http-load.mjs, on Node). */
+/** `connections` connections POSTing one request at a time for `seconds` (bench/http-load.ts). */
 function httpLoad(api: { url: string }, options: { path: string; body: unknown; tasksPerRequest: number; connections: number }) {
-  return runClient<HttpLoad>('bench/http-load.mjs', { url: api.url, key, seconds, ...options }, nodeBin)
+  return runClient<HttpLoad>('bench/http-load.ts', { url: api.url, key, seconds, ...options })
 }
 
 const noopSubmission = (queue: string) => ({ type: 'demo.noop', queue, payload: {} })
@@ -321,11 +321,10 @@ async function peers(rowIndex: number, workload: string, extra: string[] = [], n
 }
 
 /**
- * The peers, the HTTP load generator (autocannon) and the Node they run on are dev dependencies
- * of bench/ alone, installed on first use.
+ * The peers and the Node they run on are dev dependencies of bench/ alone, installed on first use.
  */
 function installBenchDependencies() {
-  if (existsSync(nodeBin) && existsSync(join(root, 'bench/node_modules/autocannon'))) return
+  if (existsSync(nodeBin) && existsSync(join(root, 'bench/node_modules/bullmq'))) return
   process.stderr.write('bench: installing its dependencies (bench/package.json)…\n')
   const install = Bun.spawnSync([process.execPath, 'install', '--frozen-lockfile'], { cwd: join(root, 'bench'), stdout: 'inherit', stderr: 'inherit' })
   if (install.exitCode !== 0) throw new Error('could not install bench/ dependencies')
