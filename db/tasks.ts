@@ -46,7 +46,9 @@ export interface NewTask {
 /**
  * Inserts tasks with their first event (`queued`, seq 1) in one statement, with one NOTIFY per
  * queue to wake its workers and one per tenant for its event listeners, however many tasks.
- * Rows come back in the order given.
+ * Rows come back in the order given. Only the times the database set come back from it; the
+ * rest of each row is what was inserted and a new row's defaults (sending and parsing whole rows
+ * was a fifth of the API's CPU on the batch route).
  */
 export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<TaskRow[]> {
   if (tasks.length === 0) return []
@@ -54,7 +56,7 @@ export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<Task
   const payloads = tasks.map((task) => JSON.stringify(task.payload ?? {}))
   // As text: postgres.js types an array made only of Dates as a single timestamptz.
   const runAts = tasks.map((task) => task.runAt?.toISOString() ?? null)
-  const rows = await withEvent<TaskRow>(sql, sql`
+  const rows = await withEvent<Pick<TaskRow, 'id' | 'runAt' | 'createdAt'>>(sql, sql`
     insert into taskcast.tasks (id, tenant_id, type, queue, priority, payload, max_attempts,
                                 timeout_seconds, run_at, traceparent, tracestate, last_seq)
     select id, tenant_id, type, queue, priority, payload::jsonb, max_attempts,
@@ -67,9 +69,15 @@ export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<Task
            traceparent, tracestate)
     returning *`,
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`,
-    { wake: true, perTenant: true })
+    { wake: true, perTenant: true, columns: sql`changed.id, changed.run_at, changed.created_at` })
   const byId = new Map(rows.map((row) => [row.id, row]))
-  return tasks.map((task) => byId.get(task.id)!)
+  return tasks.map((task) => {
+    const { runAt, createdAt } = byId.get(task.id)!
+    return {
+      ...task, payload: task.payload ?? {}, runAt, createdAt, status: 'queued', result: null, error: null, progress: null,
+      attempt: 0, startedAt: null, finishedAt: null, cancelRequested: false, lockedBy: null, leaseUntil: null, lastSeq: 1,
+    }
+  })
 }
 
 /**

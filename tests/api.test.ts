@@ -52,6 +52,8 @@ describe('POST /v1/tasks', () => {
     expect(new Date(body.createdAt).toISOString()).toBe(body.createdAt)
     const events = await taskEventsAfter(testDb().sql, body.id, 0)
     expect(events.map((event) => event.data)).toEqual([{ status: 'queued', attempt: 0 }])
+    const read = await (await api.request(`/v1/tasks/${body.id}`, { headers: acme.auth })).json() as any
+    expect({ ...read, links: null }).toEqual({ ...body, links: null }) // the answer is the task as stored
   })
 
   test('takes queue, priority, runAt, maxAttempts and timeoutSeconds from the request', async () => {
@@ -61,6 +63,8 @@ describe('POST /v1/tasks', () => {
     })
     expect(response.status).toBe(202)
     expect(body).toMatchObject({ queue: 'reports', priority: -7, runAt, maxAttempts: 9, timeoutSeconds: 42 })
+    const read = await (await api.request(`/v1/tasks/${body.id}`, { headers: acme.auth })).json() as any
+    expect({ ...read, links: null }).toEqual({ ...body, links: null })
   })
 
   test('rejects an unknown type and a bad payload with 422 and field errors, storing nothing', async () => {
