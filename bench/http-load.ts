@@ -50,8 +50,8 @@ let accepted = 0
 let errors = 0
 let running = 0
 let stopping = false
-const started = performance.now()
-let lastAnswerAt = started
+let started = 0
+let lastAnswerAt = 0
 let allDone: () => void
 const done = new Promise<void>((resolve) => (allDone = resolve))
 
@@ -138,8 +138,18 @@ const connections: Connection[] = Array.from({ length: args.connections }, () =>
 }))
 await Promise.all(connections.map(open))
 running = connections.length
+started = lastAnswerAt = performance.now()
 for (const connection of connections) send(connection)
+// An answer still missing 10 s after the run's end counts as an error (a timeout), and ends it.
+const watchdog = setTimeout(() => {
+  for (const connection of connections) {
+    if (!connection.socket) continue
+    errors++
+    finish(connection)
+  }
+}, (args.seconds + 10) * 1000)
 await done
+clearTimeout(watchdog)
 
 const seconds = (lastAnswerAt - started) / 1000
 const tasks = accepted * args.tasksPerRequest
