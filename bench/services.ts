@@ -78,12 +78,9 @@ export async function startWorker(databaseUrl: string, queue: string, env: Recor
   return service
 }
 
-/**
- * Runs a bench client script to its end (on Bun, or on `runtime`) and parses the one JSON line it
- * prints last.
- */
-export async function runClient<T>(entry: string, args: Record<string, unknown>, runtime = process.execPath): Promise<T> {
-  const proc = Bun.spawn([runtime, join(root, entry), JSON.stringify(args)], {
+/** Runs a bench client script to its end and parses the one JSON line it prints last. */
+export async function runClient<T>(entry: string, args: Record<string, unknown>): Promise<T> {
+  const proc = Bun.spawn([process.execPath, join(root, entry), JSON.stringify(args)], {
     cwd: root,
     stdin: 'ignore',
     stdout: 'pipe',
