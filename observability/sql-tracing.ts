@@ -5,7 +5,7 @@ const tracer = trace.getTracer('taskcast-sql')
 
 /** A short name for a statement: its operation and main table, e.g. "UPDATE taskcast.tasks". */
 export function statementSummary(text: string): string {
-  const write = /\b(insert\s+into|update|delete\s+from)\s+([\w."]+)/i.exec(text)
+  const write = /\b(insert\s+into|(?<!\bfor\s+)update|delete\s+from)\s+([\w."]+)/i.exec(text)
   if (write) return `${write[1]!.split(/\s+/)[0]!.toUpperCase()} ${write[2]}`
   const read = /\bselect\b[\s\S]*?\bfrom\s+([\w."]+)/i.exec(text)
   if (read) return `SELECT ${read[1]}`
