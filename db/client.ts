@@ -43,6 +43,8 @@ export interface SqlOptions {
    * custom one, so each claim was planned anew: ~17 % of its backend's CPU.
    */
   genericPlans?: boolean
+  /** true: connections are never closed for being idle or old (a session lock lives on one). */
+  keepConnections?: boolean
 }
 
 /**
@@ -59,7 +61,7 @@ export interface SqlOptions {
  */
 export function createSql(
   url: string,
-  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, noTableScans = false, genericPlans = false }: SqlOptions,
+  { max = 10, applicationName, statementTimeoutMs = 30_000, synchronousCommit = true, noTableScans = false, genericPlans = false, keepConnections = false }: SqlOptions,
 ): Sql {
   return postgres(url, {
     max,
@@ -67,7 +69,8 @@ export function createSql(
     // postgres.js waits 3^n/100 s between reconnects (up to 20 s, one counter for the whole pool),
     // and queries wait with it: capped at 1 s, a query during an outage fails within seconds.
     backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1) * (0.5 + Math.random() / 2),
-    idle_timeout: 60,
+    idle_timeout: keepConnections ? 0 : 60,
+    max_lifetime: keepConnections ? null : undefined,
     onnotice: () => {},
     transform: { column: { from: postgres.toCamel } },
     connection: {

@@ -97,7 +97,7 @@ export async function tenantLatestEvent(sql: Sql, tenantId: string): Promise<{ i
   return { id: Number(row.id), bound: row.bound }
 }
 
-type Fragment = postgres.PendingQuery<postgres.Row[]>
+export type Fragment = postgres.PendingQuery<postgres.Row[]>
 
 /**
  * Wraps a statement that changes task rows (`insert/update … returning *`) so that, in the same
@@ -109,23 +109,26 @@ type Fragment = postgres.PendingQuery<postgres.Row[]>
  * notified too (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can
  * have opened yet) there is one notification per tenant, with its latest event id. `columns`
  * (over `changed`; default all) trims what comes back, which hot paths need not send and parse.
+ * `alongside`, a statement that may read `changed`, runs in the same statement (and commit).
  */
 export async function withEvent<Row extends object>(
   sql: Queryable,
   change: Fragment,
   kind: 'status' | 'progress',
   data: Fragment,
-  { wake = false, perTenant = false, columns, inStatement = false }:
-    { wake?: boolean; perTenant?: boolean; columns?: Fragment; inStatement?: boolean } = {},
+  { wake = false, perTenant = false, columns, inStatement = false, alongside }:
+    { wake?: boolean; perTenant?: boolean; columns?: Fragment; inStatement?: boolean; alongside?: Fragment } = {},
 ): Promise<Row[]> {
   const insertEvents = sql`
     insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
     select id, tenant_id, last_seq, ${kind}, ${data} from changed
     returning id, task_id, tenant_id, seq, data, created_at`
   const notifier = inStatement ? undefined : notifierOf(sql)
+  // Run for its effect: PostgreSQL runs every data-modifying WITH statement, read or not.
+  const also = alongside ? sql`, alongside as (${alongside})` : sql``
   if (notifier) {
     const rows = await sql<Array<Row & NoticeRow>>`
-      with changed as (${change}), events as (${insertEvents})
+      with changed as (${change}), events as (${insertEvents})${also}
       select ${columns ?? sql`changed.*`}, changed.id, changed.tenant_id, changed.queue, events.id as event_id,
              events.seq as event_seq, events.data as event_data, events.created_at as event_at
       from changed join events on events.task_id = changed.id`
@@ -149,7 +152,7 @@ export async function withEvent<Row extends object>(
     woken as (
       select count(pg_notify(${Channel.taskReady}, queue)) from (select distinct queue from changed) q
       where ${wake}
-    )
+    )${also}
     select ${columns ?? sql`changed.*`} from changed, notified, woken`
 }
 

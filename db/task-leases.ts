@@ -1,7 +1,7 @@
 import type postgres from 'postgres'
 import type { Queryable, Sql } from './client.ts'
 import type { Progress, TaskError } from './contracts.ts'
-import { withEvent } from './task-events.ts'
+import { withEvent, type Fragment } from './task-events.ts'
 import type { TaskRow } from './tasks.ts'
 
 /**
@@ -67,16 +67,31 @@ export type ClaimedTask = Pick<TaskRow,
  * SKIP LOCKED lets concurrent workers each take different rows without waiting on one another.
  * Each claimed task starts its next attempt under a lease and gets its `running` event. Returns
  * them in claim order, with only what a worker needs: sending the other ten columns of every row
- * (three of them timestamps) and parsing them cost a few µs a task on each side.
+ * (three of them timestamps) and parsing them cost a few µs a task on each side. `alongside`
+ * runs in the same statement (see withEvent).
  */
-export async function taskClaim(sql: Sql, request: ClaimRequest): Promise<ClaimedTask[]> {
+export async function taskClaim(sql: Sql, request: ClaimRequest, alongside?: Fragment): Promise<ClaimedTask[]> {
   const tasks = await withEvent<ClaimedTask>(sql, taskClaimUpdate(sql, request),
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`,
-    {
-      columns: sql`changed.id, changed.tenant_id, changed.type, changed.queue, changed.priority, changed.payload,
-        changed.attempt, changed.max_attempts, changed.timeout_seconds, changed.run_at, changed.started_at,
-        changed.traceparent, changed.tracestate`,
-    })
+    { columns: claimedColumns(sql, 'changed'), alongside })
+  return tasks.sort(inClaimOrder)
+}
+
+/** The columns of a ClaimedTask, from the rows named `table`. */
+const claimedColumns = (sql: Queryable, table: string) => sql`
+  ${sql(table)}.id, ${sql(table)}.tenant_id, ${sql(table)}.type, ${sql(table)}.queue, ${sql(table)}.priority,
+  ${sql(table)}.payload, ${sql(table)}.attempt, ${sql(table)}.max_attempts, ${sql(table)}.timeout_seconds,
+  ${sql(table)}.run_at, ${sql(table)}.started_at, ${sql(table)}.traceparent, ${sql(table)}.tracestate`
+
+/**
+ * The tasks handed to this worker (see taskInsert) that it does not hold yet: those of `ids`, or
+ * all of them but `except`, such as those whose notice was lost with its LISTEN connection.
+ */
+export async function taskHandedOff(sql: Sql, workerId: string, which: { ids: string[] } | { except: string[] }): Promise<ClaimedTask[]> {
+  const tasks = await sql<ClaimedTask[]>`
+    select ${claimedColumns(sql, 'tasks')} from taskcast.tasks
+    where status = 'running' and locked_by = ${workerId}
+      and ${'ids' in which ? sql`id = any(${which.ids}::uuid[])` : sql`not (id = any(${which.except}::uuid[]))`}`
   return tasks.sort(inClaimOrder)
 }
 
@@ -160,12 +175,12 @@ export function taskSucceedUpdate(sql: Queryable, workerId: string, done: Array<
 
 /**
  * Ends many running attempts of one worker as succeeded in one statement (one commit, one NOTIFY
- * round). Returns, in order, whether each was stored (false: that attempt was fenced out).
+ * round), with `alongside` if given (see withEvent). Returns, in order, whether each was stored (false: that attempt was fenced out).
  */
-export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>): Promise<boolean[]> {
+export async function taskSucceedMany(sql: Sql, workerId: string, done: Array<{ lease: Lease; result: unknown }>, alongside?: Fragment): Promise<boolean[]> {
   const rows = await withEvent<{ id: string }>(sql, taskSucceedUpdate(sql, workerId, done),
     'status', sql`jsonb_build_object('status', status, 'attempt', attempt, 'result', result)`,
-    { columns: sql`changed.id` })
+    { columns: sql`changed.id`, alongside })
   return storedFor(done.map((d) => d.lease), rows)
 }
 

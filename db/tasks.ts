@@ -1,5 +1,6 @@
 import { Channel, type Queryable, type Sql } from './client.ts'
 import { withEvent } from './task-events.ts'
+import { workerAlive } from './workers.ts'
 import type { Progress, TaskError, TaskStatus } from './contracts.ts'
 
 export interface TaskRow {
@@ -52,6 +53,7 @@ export interface NewTask {
  */
 export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<TaskRow[]> {
   if (tasks.length === 0) return []
+  if (tasks.length === 1 && tasks[0]!.runAt === null) return [await taskInsertHandingOff(sql, tasks[0]!)]
   const column = <K extends keyof NewTask>(key: K) => tasks.map((task) => task[key])
   const payloads = tasks.map((task) => JSON.stringify(task.payload ?? {}))
   // As text: postgres.js types an array made only of Dates as a single timestamptz.
@@ -78,6 +80,82 @@ export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<Task
       attempt: 0, startedAt: null, finishedAt: null, cancelRequested: false, lockedBy: null, leaseUntil: null, lastSeq: 1,
     }
   })
+}
+
+/** The largest hand-off notice; past it, the notice names the task and the worker reads it. */
+const maxHandoffNotice = 7000
+
+/**
+ * Inserts one task to run now, handing it straight to a waiting worker when one can take it: a
+ * live worker of its queue with a free slot (db/workers.ts), and no
+ * runnable task of its queue at its priority or above waits before it (a hand-off never jumps the
+ * queue). The task is then inserted already running its first attempt under that worker's lease,
+ * with both events (`queued`, `running`), and the worker hears of it on its own channel, with the
+ * task whole when it fits a notice: it starts it without a claim round trip. Otherwise the task is
+ * queued as taskInsert queues it. Workers that are busy, or locked by another hand-off, are
+ * skipped rather than waited for.
+ */
+async function taskInsertHandingOff(sql: Queryable, task: NewTask): Promise<TaskRow> {
+  const payload = JSON.stringify(task.payload ?? {})
+  const [row] = await sql<Array<Pick<TaskRow, 'status' | 'attempt' | 'runAt' | 'createdAt' | 'startedAt' | 'lockedBy' | 'leaseUntil' | 'lastSeq'>>>`
+    with worker as (
+      select w.id, w.lease_seconds, w.channel from taskcast.workers w
+      where w.free > 0 and ${task.queue}::text = any(w.queues) and ${workerAlive(sql, sql`w.lock_key`)}
+        and not exists (
+          select 1 from taskcast.tasks
+          where status = 'queued' and queue = ${task.queue} and priority >= ${task.priority} and run_at <= now())
+      order by w.free desc
+      limit 1
+      for update of w skip locked
+    ),
+    changed as (
+      insert into taskcast.tasks (id, tenant_id, type, queue, priority, payload, max_attempts, timeout_seconds,
+                                  run_at, traceparent, tracestate, status, attempt, locked_by, lease_until,
+                                  started_at, last_seq)
+      select ${task.id}::uuid, ${task.tenantId}::uuid, ${task.type}, ${task.queue}, ${task.priority}, ${payload}::text::jsonb,
+             ${task.maxAttempts}, ${task.timeoutSeconds}, now(), ${task.traceparent}, ${task.tracestate},
+             case when worker.id is null then 'queued' else 'running' end, (worker.id is not null)::int, worker.id,
+             now() + make_interval(secs => worker.lease_seconds), case when worker.id is not null then now() end,
+             case when worker.id is null then 1 else 2 end
+      from (select) one left join worker on true
+      returning *
+    ),
+    events as (
+      insert into taskcast.task_events (task_id, tenant_id, seq, kind, data)
+      select id, tenant_id, 1, 'status', jsonb_build_object('status', 'queued', 'attempt', 0) from changed
+      union all
+      select id, tenant_id, 2, 'status', jsonb_build_object('status', status, 'attempt', attempt) from changed
+      where status = 'running'
+      returning id, tenant_id
+    ),
+    notified as (
+      select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
+      from (select tenant_id, max(id) as id from events group by tenant_id) latest
+    ),
+    woken as (
+      select count(pg_notify(${Channel.taskReady}, queue)) from changed where status = 'queued'
+    ),
+    taken as (
+      update taskcast.workers set free = free - 1 where id = (select id from worker)
+    ),
+    handed as (
+      select count(pg_notify(worker.channel, case when octet_length(whole) <= ${maxHandoffNotice} then whole else named end))
+      from worker, changed, lateral (
+        select json_build_object('id', changed.id, 'lockedBy', changed.locked_by)::text as named,
+               json_build_object('id', changed.id, 'lockedBy', changed.locked_by, 'tenantId', changed.tenant_id,
+                 'type', changed.type, 'queue', changed.queue, 'priority', changed.priority, 'payload', changed.payload,
+                 'attempt', changed.attempt, 'maxAttempts', changed.max_attempts, 'timeoutSeconds', changed.timeout_seconds,
+                 'runAt', changed.run_at, 'startedAt', changed.started_at, 'traceparent', changed.traceparent,
+                 'tracestate', changed.tracestate)::text as whole
+      ) notice
+    )
+    select changed.status, changed.attempt, changed.run_at, changed.created_at, changed.started_at, changed.locked_by,
+           changed.lease_until, changed.last_seq
+    from changed, notified, woken, handed`
+  return {
+    ...task, ...row!, payload: task.payload ?? {}, result: null, error: null, progress: null, finishedAt: null,
+    cancelRequested: false,
+  }
 }
 
 /**

@@ -1,12 +1,17 @@
+import { createHash } from 'node:crypto'
 import { createBatcher } from '../db/batch.ts'
 import { Channel, isDataError, type Sql } from '../db/client.ts'
 import type { Progress } from '../db/contracts.ts'
 import type { Listener } from '../db/listener.ts'
-import { taskClaim, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease } from '../db/task-leases.ts'
+import {
+  taskClaim, taskHandedOff, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease,
+} from '../db/task-leases.ts'
+import { workerFreeUpdate, workerLockHeld, workerRegister, workerRemove } from '../db/workers.ts'
 import type { Logger } from '../observability/log.ts'
 import type { TraceMode } from '../observability/spans.ts'
 import { createLeaseKeeper } from './leases.ts'
 import { createWorkerMetrics } from './metrics.ts'
+import { periodic } from './periodic.ts'
 import { createRescuer } from './rescue.ts'
 import { runTask, TaskAbort, type RunEnd } from './run.ts'
 
@@ -17,6 +22,12 @@ export interface WorkerOptions {
    * table whole (see SqlOptions). Default: sql.
    */
   claimSql?: Sql
+  /**
+   * A pool of one connection that is never replaced (SqlOptions.keepConnections), holding the lock
+   * that says this worker is alive: with it, submissions may hand the worker tasks (see taskInsert).
+   * Default: none, and tasks come by claims only.
+   */
+  lockSql?: Sql
   listener: Listener
   log: Logger
   workerId: string
@@ -56,6 +67,16 @@ interface Running {
   done?: Promise<void>
 }
 
+/** The channel on which submissions hand a worker its tasks (see taskInsert). */
+export const handoffChannel = (workerId: string) =>
+  `taskcast_handoff_${createHash('sha256').update(workerId).digest('hex').slice(0, 24)}`
+
+/** A task as a hand-off notice carries it: whole, with its times as text, or only named when it is too big. */
+type HandoffNotice = { id: string; lockedBy: string } & Partial<Omit<ClaimedTask, 'runAt' | 'startedAt'> & { runAt: string; startedAt: string }>
+
+/** How many started attempts the worker remembers, so that none is started twice (see adopt). */
+const rememberedStarts = 4096
+
 /** Weight of the newest sample in the moving averages of handler time and claim time. */
 const smoothing = 0.2
 const average = (mean: number | undefined, sample: number) => (mean === undefined ? sample : mean + smoothing * (sample - mean))
@@ -81,6 +102,13 @@ export function prefetchTarget({ concurrency, maxPrefetch, handlerMs, claimMs }:
  * running handlers are expected to free during one claim (Little's law, from moving averages of
  * both times). Waiting tasks hold leases like running ones; slow handlers get none ahead, so no
  * task waits behind them while another worker is idle.
+ *
+ * While its queues look empty (its last claim came back short), the worker also says in the
+ * registry how many tasks it would start at once, in the statements it makes anyway (claims and
+ * stored successes); a submission may then hand it a task that starts without a claim (see
+ * taskInsert). A hand-off whose notice was lost (with the LISTEN connection) is found by looking,
+ * after every reconnect and three times a lease, for tasks leased to this worker that it does not
+ * hold.
  */
 export function createWorker(options: WorkerOptions): Worker {
   const { sql, listener, log, workerId, queues, concurrency, leaseSeconds, pollMs, traceMode } = options
@@ -96,7 +124,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const metrics = createWorkerMetrics({ listener, running: runningNow })
   // Tasks that succeed while an earlier success is being stored are stored together: one commit.
   const succeed = createBatcher(
-    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done),
+    (done: Array<{ lease: Lease; result: unknown }>) => taskSucceedMany(sql, workerId, done, freeUpdate(sql)),
     { maxBatch: 200, maxInFlight: 2, isolate: isDataError },
   )
   // Reports made while earlier ones are being stored go together: one commit, one NOTIFY lock.
@@ -113,6 +141,13 @@ export function createWorker(options: WorkerOptions): Worker {
    */
   let handlersRunning = 0
   let poll: ReturnType<typeof setInterval> | undefined
+  /** Handler slots a task could start in now. */
+  const freeSlots = () => concurrency - handlersRunning - waiting.length
+  /**
+   * Alongside stored successes: the registry update saying how many tasks this worker would start
+   * at once; none while its queues may hold more (they are claimed), or while it stops.
+   */
+  const freeUpdate = (db: Sql) => (claimOnFree || stopping ? undefined : workerFreeUpdate(db, workerId, freeSlots()))
 
   /** The claim round in flight, if any; stop() waits for it so no task starts unseen. */
   let round: Promise<void> | undefined
@@ -166,7 +201,10 @@ export function createWorker(options: WorkerOptions): Worker {
           break
         }
         const claimStarted = performance.now()
-        const tasks = await taskClaim(options.claimSql ?? sql, { workerId, queues, limit: room, leaseSeconds })
+        const claimDb = options.claimSql ?? sql
+        // Free slots less those this claim fills: none when it comes back full.
+        const tasks = await taskClaim(claimDb, { workerId, queues, limit: room, leaseSeconds },
+          workerFreeUpdate(claimDb, workerId, freeSlots(), claimDb`(select count(*) from changed)::int`))
         if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)
         for (const task of tasks) claimed(task)
         startWaiting()
@@ -179,8 +217,13 @@ export function createWorker(options: WorkerOptions): Worker {
     }
   }
 
+  /** The attempts started lately, by `id:attempt`, so that none is started twice. */
+  const started = new Set<string>()
+
   function claimed(task: ClaimedTask) {
     log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
+    started.add(`${task.id}:${task.attempt}`)
+    if (started.size > rememberedStarts) started.delete(started.values().next().value!)
     metrics.claimed(task)
     const entry: Running = { task, controller: new AbortController() }
     running.set(task.id, entry)
@@ -240,6 +283,50 @@ export function createWorker(options: WorkerOptions): Worker {
     if (queues.includes(queue)) void fill()
   })
 
+  /** Starts (or queues for a slot) the tasks handed to this worker, unless they are started already. */
+  function handedOff(tasks: ClaimedTask[]) {
+    if (stopping) return // stop() hands them back
+    for (const task of tasks) if (!started.has(`${task.id}:${task.attempt}`)) claimed(task)
+    startWaiting()
+  }
+  const readHandedOff = (which: Parameters<typeof taskHandedOff>[2]) =>
+    taskHandedOff(sql, workerId, which).then(handedOff, (error) => {
+      // They stay leased to this worker: the next look finds them.
+      log.warn({ err: error }, 'could not read the tasks handed to this worker; looking again later')
+    })
+  listener.on(handoffChannel(workerId), (payload) => {
+    const notice = JSON.parse(payload) as HandoffNotice
+    if (notice.lockedBy !== workerId) return
+    const { runAt, startedAt, type, lockedBy: _, ...task } = notice
+    if (type === undefined) void readHandedOff({ ids: [notice.id] })
+    else handedOff([{ ...(task as Omit<ClaimedTask, 'runAt' | 'startedAt' | 'type'>), type, runAt: new Date(runAt!), startedAt: new Date(startedAt!) }])
+  })
+  /** The key of the lock that says this worker is alive, once it holds it (see db/workers.ts). */
+  let lockKey: number | undefined
+  /** Enters the registry anew (after every connect: the database may have restarted), with a new lock. */
+  async function register() {
+    const { lockSql } = options
+    if (!lockSql) return
+    try {
+      // On a connection that broke, the lock went with it.
+      if (lockKey !== undefined) await lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+      lockKey = undefined
+      lockKey = await workerRegister(sql, lockSql, { id: workerId, queues, leaseSeconds, channel: handoffChannel(workerId) })
+    } catch (error) {
+      log.warn({ err: error }, 'could not enter the worker registry; tasks come by claims only until it can')
+    }
+  }
+  /**
+   * Three times a lease: looks for tasks handed over whose notice was lost, and checks that the lock
+   * still stands (its connection may have been replaced); if it cannot be taken again, registers anew.
+   */
+  const lookForHandedOff = periodic(async () => {
+    await readHandedOff({ except: [...running.keys()] })
+    if (!options.lockSql || stopping) return
+    const held = lockKey !== undefined && await workerLockHeld(options.lockSql, lockKey).catch(() => false)
+    if (!held) await register()
+  }, (leaseSeconds * 1000) / 3)
+
   function abort(taskId: string, why: TaskAbort['why'], message: string) {
     const entry = running.get(taskId)
     if (!entry) return
@@ -271,13 +358,17 @@ export function createWorker(options: WorkerOptions): Worker {
     if (connectedBefore) rescuer.reconnected()
     connectedBefore = true
     void leases.renew()
-    void fill()
+    void register().then(() => {
+      void fill()
+      void lookForHandedOff.run()
+    })
   })
 
   return {
     async start() {
       await listener.start()
       leases.start()
+      lookForHandedOff.start()
       rescuer.start()
       poll = setInterval(() => void fill(), pollMs)
       void fill()
@@ -286,10 +377,18 @@ export function createWorker(options: WorkerOptions): Worker {
     async stop(graceMs) {
       stopping = true
       clearInterval(poll)
-      await rescuer.stop()
+      await Promise.all([rescuer.stop(), lookForHandedOff.stop()])
       await round
-      // Tasks claimed ahead go back to the queue at once, for other workers.
-      const unstarted = waiting.splice(0).map((entry) => entry.task.id)
+      // No task is handed to this worker from here on; those handed to it that it has not started
+      // go back to the queue at once with those claimed ahead, for other workers.
+      const handedOff = await workerRemove(sql, workerId)
+        .then(() => taskHandedOff(sql, workerId, { except: [...running.keys()] }))
+        .catch((error) => {
+          log.warn({ err: error }, 'could not leave the worker registry; tasks handed to this worker wait for their lease to end')
+          return []
+        })
+      if (lockKey !== undefined && options.lockSql) await options.lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+      const unstarted = [...waiting.splice(0).map((entry) => entry.task.id), ...handedOff.map((task) => task.id)]
       for (const id of unstarted) running.delete(id)
       if (unstarted.length > 0) {
         try {

@@ -54,6 +54,8 @@ const claimSql = notifyAfterCommit(
   })),
   notifier,
 )
+// Holds the lock that says this worker is alive, so that submissions may hand it tasks.
+const lockSql = createSql(config.DATABASE_URL, { max: 1, applicationName: 'taskcast-worker-alive', keepConnections: true })
 const listener = createListener({
   url: config.DATABASE_URL,
   applicationName: 'taskcast-worker-listen',
@@ -63,6 +65,7 @@ const listener = createListener({
 const worker = createWorker({
   sql,
   claimSql,
+  lockSql,
   listener,
   log,
   workerId,
@@ -90,7 +93,7 @@ async function shutdown(signal: string) {
     [
       () => worker.stop(config.TASKCAST_SHUTDOWN_GRACE_SECONDS * 1000),
       () => metricsServer?.stop(true),
-      () => Promise.all([sql, claimSql].map((pool) => pool.end({ timeout: 5 }))),
+      () => Promise.all([sql, claimSql, lockSql].map((pool) => pool.end({ timeout: 5 }))),
       notifier.end,
       telemetry.shutdown,
     ],

@@ -2,6 +2,7 @@ import type { Sql } from '../db/client.ts'
 import { idempotencyKeysPrune } from '../db/idempotency.ts'
 import { taskRescue } from '../db/task-leases.ts'
 import { taskPrune } from '../db/tasks.ts'
+import { workersPruneGone } from '../db/workers.ts'
 import type { Logger } from '../observability/log.ts'
 import { periodic } from './periodic.ts'
 
@@ -9,7 +10,8 @@ const pruneEveryMs = 60_000
 
 /**
  * Maintenance every worker runs, safely side by side: take back tasks whose lease expired (their
- * worker died, hung or lost the database), and now and then prune expired idempotency keys and
+ * worker died, hung or lost the database), drop the registry entries of workers whose LISTEN
+ * connection is gone (see db/workers.ts), and now and then prune expired idempotency keys and
  * the tasks (with their events) that finished more than `retentionSeconds` ago (0: keep them).
  * Checking four times per lease means a dead worker's task is queued again within
  * 1.25 leases of its last renewal.
@@ -32,6 +34,7 @@ export function createRescuer({ sql, log, leaseSeconds, retentionSeconds }: { sq
       for (let rescued = await taskRescue(sql); rescued.length > 0 && !stopped; rescued = await taskRescue(sql)) {
         for (const task of rescued) log.warn({ taskId: task.id, attempt: task.attempt, status: task.status }, 'took back a task whose lease expired')
       }
+      await workersPruneGone(sql)
       if (Date.now() - lastPrune > pruneEveryMs && !stopped) {
         lastPrune = Date.now()
         await idempotencyKeysPrune(sql)

@@ -97,11 +97,14 @@ export async function until(condition: () => boolean | Promise<boolean>, timeout
 export async function startWorker(options: Partial<Pick<WorkerOptions, 'queues' | 'concurrency' | 'prefetch' | 'pollMs' | 'leaseSeconds'>> & { queues: string[] }) {
   const { sql, url } = testDb()
   const listener = createListener({ url, applicationName: 'taskcast-test-worker', log: quietLog, healthCheckMs: 2000 })
+  const workerId = uniqueName('worker')
+  const lockSql = createSql(url, { max: 1, applicationName: 'taskcast-test-worker-alive', keepConnections: true })
   const worker = createWorker({
     sql,
+    lockSql,
     listener,
     log: quietLog,
-    workerId: uniqueName('worker'),
+    workerId,
     concurrency: 4,
     pollMs: 1000,
     leaseSeconds: 30,
@@ -115,8 +118,12 @@ export async function startWorker(options: Partial<Pick<WorkerOptions, 'queues' 
   await worker.start()
   return {
     worker,
+    workerId,
     /** Resolves with how the task's next run ends. */
     runEnd: (taskId: string) => new Promise<RunEnd>((resolve) => ends.set(taskId, [...(ends.get(taskId) ?? []), resolve])),
-    stop: (graceMs = 0) => worker.stop(graceMs),
+    stop: async (graceMs = 0) => {
+      await worker.stop(graceMs)
+      await lockSql.end({ timeout: 1 })
+    },
   }
 }
