@@ -74,7 +74,7 @@ export const handoffChannel = (workerId: string) =>
 /** A task as a hand-off notice carries it: whole, with its times as text, or only named when it is too big. */
 type HandoffNotice = { id: string; lockedBy: string } & Partial<Omit<ClaimedTask, 'runAt' | 'startedAt'> & { runAt: string; startedAt: string }>
 
-/** How many started attempts the worker remembers, so that none is started twice (see adopt). */
+/** How many started attempts the worker remembers, so that none is started twice (see handedOff). */
 const rememberedStarts = 4096
 
 /** Weight of the newest sample in the moving averages of handler time and claim time. */
@@ -147,7 +147,8 @@ export function createWorker(options: WorkerOptions): Worker {
    * Alongside stored successes: the registry update saying how many tasks this worker would start
    * at once; none while its queues may hold more (they are claimed), or while it stops.
    */
-  const freeUpdate = (db: Sql) => (claimOnFree || stopping ? undefined : workerFreeUpdate(db, workerId, freeSlots()))
+  const freeUpdate = (db: Sql) =>
+    (!options.lockSql || claimOnFree || stopping ? undefined : workerFreeUpdate(db, workerId, freeSlots()))
 
   /** The claim round in flight, if any; stop() waits for it so no task starts unseen. */
   let round: Promise<void> | undefined
@@ -204,7 +205,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const claimDb = options.claimSql ?? sql
         // Free slots less those this claim fills: none when it comes back full.
         const tasks = await taskClaim(claimDb, { workerId, queues, limit: room, leaseSeconds },
-          workerFreeUpdate(claimDb, workerId, freeSlots(), claimDb`(select count(*) from changed)::int`))
+          options.lockSql ? workerFreeUpdate(claimDb, workerId, freeSlots(), claimDb`(select count(*) from changed)::int`) : undefined)
         if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)
         for (const task of tasks) claimed(task)
         startWaiting()
