@@ -304,6 +304,8 @@ export function createWorker(options: WorkerOptions): Worker {
   })
   /** The key of the lock that says this worker is alive, once it holds it (see db/workers.ts). */
   let lockKey: number | undefined
+  /** The registration in flight, if any; stop() waits for it. */
+  let registering: Promise<void> | undefined
   /** Enters the registry anew (after every connect: the database may have restarted), with a new lock. */
   async function register() {
     const { lockSql } = options
@@ -322,6 +324,7 @@ export function createWorker(options: WorkerOptions): Worker {
    * still stands (its connection may have been replaced); if it cannot be taken again, registers anew.
    */
   const lookForHandedOff = periodic(async () => {
+    if (stopping) return
     await readHandedOff({ except: [...running.keys()] })
     if (!options.lockSql || stopping) return
     const held = lockKey !== undefined && await workerLockHeld(options.lockSql, lockKey).catch(() => false)
@@ -359,7 +362,8 @@ export function createWorker(options: WorkerOptions): Worker {
     if (connectedBefore) rescuer.reconnected()
     connectedBefore = true
     void leases.renew()
-    void register().then(() => {
+    registering = register().then(() => {
+      if (stopping) return
       void fill()
       void lookForHandedOff.run()
     })
@@ -378,7 +382,7 @@ export function createWorker(options: WorkerOptions): Worker {
     async stop(graceMs) {
       stopping = true
       clearInterval(poll)
-      await Promise.all([rescuer.stop(), lookForHandedOff.stop()])
+      await Promise.all([rescuer.stop(), lookForHandedOff.stop(), registering])
       await round
       // No task is handed to this worker from here on; those handed to it that it has not started
       // go back to the queue at once with those claimed ahead, for other workers.
