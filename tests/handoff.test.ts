@@ -47,15 +47,21 @@ async function insertOne(overrides: Partial<NewTask> & { queue: string }) {
   return task!
 }
 
+/** The hand-off notices sent to a worker from now on, as they arrive. */
+async function noticesTo(workerId: string) {
+  const notices: string[] = []
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-handoff', log: quietLog })
+  listener.on(handoffChannel(workerId), (payload) => notices.push(payload))
+  await listener.start()
+  cleanups.push(() => listener.stop())
+  return notices
+}
+
 describe('handing a submitted task to a waiting worker', () => {
   test('a live worker with a free slot gets the task already running, both events logged, and the task whole on its channel', async () => {
     const queue = uniqueName('q')
     const worker = await registered(queue, 2)
-    const notices: string[] = []
-    const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-handoff', log: quietLog })
-    listener.on(handoffChannel(worker.id), (payload) => notices.push(payload))
-    await listener.start()
-    cleanups.push(() => listener.stop())
+    const notices = await noticesTo(worker.id)
 
     const task = await insertOne({ queue, payload: { seconds: 0, note: 'hello' } })
     expect(task).toMatchObject({ status: 'running', attempt: 1, lockedBy: worker.id, lastSeq: 2 })
@@ -78,11 +84,7 @@ describe('handing a submitted task to a waiting worker', () => {
   test('a task too big for a notice is only named in it', async () => {
     const queue = uniqueName('q')
     const worker = await registered(queue, 1)
-    const notices: string[] = []
-    const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-handoff', log: quietLog })
-    listener.on(handoffChannel(worker.id), (payload) => notices.push(payload))
-    await listener.start()
-    cleanups.push(() => listener.stop())
+    const notices = await noticesTo(worker.id)
     const task = await insertOne({ queue, payload: { seconds: 0, text: 'x'.repeat(10_000) } })
     expect(task.status).toBe('running')
     await until(() => notices.length === 1, 5000, 'the hand-off notice')
