@@ -35,9 +35,12 @@ function post(path: string, body: unknown) {
   return fetch(`${args.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
 }
 
-/** One task every `intervalMs` for `seconds`; each task's id with the time its request was sent. */
+/**
+ * One task every `intervalMs` for `seconds`; each task's id with the time its request was sent, and
+ * whether the answer said it was handed straight to a worker (`running`).
+ */
 async function paced(seconds: number) {
-  const sent: Array<Promise<{ id: string; sentAt: number } | undefined>> = []
+  const sent: Array<Promise<{ id: string; sentAt: number; handedOff: boolean } | undefined>> = []
   const started = performance.now()
   for (let i = 0; performance.now() - started < seconds * 1000; i++) {
     const due = started + i * args.intervalMs
@@ -46,7 +49,8 @@ async function paced(seconds: number) {
     const sentAt = preciseNow()
     sent.push(post('/v1/tasks', noop()).then(async (response) => {
       if (response.status !== 202) return undefined
-      return { id: ((await response.json()) as { id: string }).id, sentAt }
+      const task = (await response.json()) as { id: string; status: string }
+      return { id: task.id, sentAt, handedOff: task.status === 'running' }
     }))
   }
   const tasks = (await Promise.all(sent)).filter((task) => task !== undefined)
