@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { freePort } from '../db/embedded-postgres.ts'
 import { newTenant, uniqueName } from './support/fixtures.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 
 /** The dashboard in headless Chromium, against real api and worker processes. */
 const screenshots = resolve(import.meta.dir, '../test-output/browser')
@@ -75,11 +75,7 @@ async function submitFromForm(seconds: string, steps: string) {
 }
 
 async function submitOverHttp(payload: Record<string, unknown>) {
-  const response = await fetch(`${api.url}/v1/tasks`, {
-    method: 'POST',
-    headers: { ...tenant.auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'demo.sleep', payload, queue }),
-  })
+  const response = await postTask(api.url, tenant.auth, { type: 'demo.sleep', payload, queue })
   expect(response.status).toBe(202)
   return (await response.json() as any).id as string
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { taskEventsAfter } from '../db/task-events.ts'
 import { testDb } from './support/database.ts'
 import { newTenant, uniqueName, until } from './support/fixtures.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 import { readSse, type SseEvent } from './support/sse.ts'
 
 /** Real `api` and `worker` processes, talking over HTTP and PostgreSQL only. */
@@ -17,11 +17,7 @@ beforeAll(async () => {
 afterAll(() => killAll())
 
 async function submit(payload: Record<string, unknown>, body: Record<string, unknown> = {}) {
-  const response = await fetch(`${api.url}/v1/tasks`, {
-    method: 'POST',
-    headers: { ...tenant.auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'demo.sleep', payload, queue, ...body }),
-  })
+  const response = await postTask(api.url, tenant.auth, { type: 'demo.sleep', payload, queue, ...body })
   expect(response.status).toBe(202)
   return await response.json() as any
 }

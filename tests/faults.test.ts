@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { taskGet } from '../db/tasks.ts'
 import { testDb } from './support/database.ts'
 import { newTenant, uniqueName, until } from './support/fixtures.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 import { readSse, type SseEvent } from './support/sse.ts'
 
 /** Faults injected into real processes: kill -9, SIGSTOP past the lease, SIGTERM. */
@@ -20,11 +20,7 @@ const workerEnv = (queue: string, env: Record<string, string> = {}) =>
   ({ WORKER_QUEUES: queue, TASKCAST_LEASE_SECONDS: String(leaseSeconds), ...env })
 
 async function submit(queue: string, payload: Record<string, unknown>) {
-  const response = await fetch(`${api.url}/v1/tasks`, {
-    method: 'POST',
-    headers: { ...tenant.auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'demo.sleep', payload, queue }),
-  })
+  const response = await postTask(api.url, tenant.auth, { type: 'demo.sleep', payload, queue })
   return await response.json() as any
 }
 

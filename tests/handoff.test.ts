@@ -7,7 +7,7 @@ import { workerLockClass, workerRegister, workersPruneGone } from '../db/workers
 import { handoffChannel } from '../worker/loop.ts'
 import { testDb } from './support/database.ts'
 import { newTask, newTenant, quietLog, startWorker, uniqueName, until } from './support/fixtures.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 
 /** Submissions that hand their task straight to a waiting worker (taskInsert, db/workers.ts). */
 
@@ -181,11 +181,7 @@ describe('hand-offs between real processes', () => {
   afterAll(() => killAll())
 
   const submit = async (queue: string) => {
-    const response = await fetch(`${api.url}/v1/tasks`, {
-      method: 'POST',
-      headers: { ...tenant.auth, 'content-type': 'application/json' },
-      body: JSON.stringify({ type: 'demo.noop', payload: {}, queue }),
-    })
+    const response = await postTask(api.url, tenant.auth, { type: 'demo.noop', payload: {}, queue })
     expect(response.status).toBe(202)
     return await response.json() as { id: string; status: string; attempt: number }
   }

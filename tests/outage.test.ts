@@ -3,7 +3,7 @@ import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
 import { createSql, type Sql } from '../db/client.ts'
 import { until } from './support/fixtures.ts'
 import { startOwnCluster, type OwnCluster } from './support/own-cluster.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 import { followSse, readSse, type SseEvent } from './support/sse.ts'
 
 /**
@@ -35,11 +35,7 @@ test('no task is lost, streams miss nothing, and everything recovers without a r
   const env = { DATABASE_URL: url, TASKCAST_LISTEN_HEALTH_SECONDS: '2', TASKCAST_SSE_PING_SECONDS: '1' }
   const api = await spawnApi(env)
   const worker = await spawnWorker({ ...env, WORKER_CONCURRENCY: '16', TASKCAST_LEASE_SECONDS: '3' })
-  const submit = (payload: Record<string, unknown>) => fetch(`${api.url}/v1/tasks`, {
-    method: 'POST',
-    headers: { ...auth, 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'demo.sleep', payload }),
-  })
+  const submit = (payload: Record<string, unknown>) => postTask(api.url, auth, { type: 'demo.sleep', payload })
 
   // A long task, watched by one client that stays connected throughout and one that drops and resumes.
   const long = await (await submit({ seconds: 6, steps: 12 })).json() as any

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { newTenant, uniqueName } from './support/fixtures.ts'
-import { killAll, spawnApi, spawnWorker } from './support/processes.ts'
+import { killAll, postTask, spawnApi, spawnWorker } from './support/processes.ts'
 import { readSse } from './support/sse.ts'
 
 /**
@@ -79,11 +79,7 @@ const otel = (protocol = 'http/json') => ({
 async function runTask(env: Record<string, string>, payload: Record<string, unknown>, headers: Record<string, string> = {}) {
   const queue = uniqueName('otel')
   const [api, worker] = await Promise.all([spawnApi(env), spawnWorker({ ...env, WORKER_QUEUES: queue })])
-  const response = await fetch(`${api.url}/v1/tasks`, {
-    method: 'POST',
-    headers: { ...tenant.auth, 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ type: 'demo.sleep', queue, payload }),
-  })
+  const response = await postTask(api.url, tenant.auth, { type: 'demo.sleep', queue, payload }, headers)
   const task = await response.json() as any
   const stream = await readSse(await fetch(`${api.url}${task.links.events}`))
   expect(await Promise.all([api.stop('SIGTERM'), worker.stop('SIGTERM')])).toEqual([0, 0])

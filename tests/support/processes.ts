@@ -44,6 +44,15 @@ export async function spawnApi(env: Record<string, string> = {}) {
   return { ...service, url }
 }
 
+/** POST /v1/tasks on a real API: one task, as the tenant whose `auth` header is given. */
+export function postTask(apiUrl: string, auth: Record<string, string>, task: Record<string, unknown>, headers: Record<string, string> = {}) {
+  return fetch(`${apiUrl}/v1/tasks`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(task),
+  })
+}
+
 /** A real worker process; resolves once it is listening for work. */
 export async function spawnWorker(env: Record<string, string> = {}) {
   const service = spawnService('worker/main.ts', env)
