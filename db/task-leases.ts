@@ -84,6 +84,17 @@ const claimedColumns = (sql: Queryable, table: string) => sql`
   ${sql(table)}.run_at, ${sql(table)}.started_at, ${sql(table)}.traceparent, ${sql(table)}.tracestate`
 
 /**
+ * A hand-off notice (see taskInsert), read: the worker it is for, and the task whole, or only its
+ * id when it was too big to go whole (read it with taskHandedOff).
+ */
+export function parseHandoffNotice(payload: string): { id: string; lockedBy: string; task?: ClaimedTask } {
+  type Notice = { id: string; lockedBy: string } & Partial<Omit<ClaimedTask, 'runAt' | 'startedAt'> & { runAt: string; startedAt: string }>
+  const { runAt, startedAt, lockedBy, ...rest } = JSON.parse(payload) as Notice
+  if (rest.type === undefined) return { id: rest.id, lockedBy }
+  return { id: rest.id, lockedBy, task: { ...(rest as Omit<ClaimedTask, 'runAt' | 'startedAt'>), runAt: new Date(runAt!), startedAt: new Date(startedAt!) } }
+}
+
+/**
  * The tasks handed to this worker (see taskInsert) that it does not hold yet: those of `ids`, or
  * all of them but `except`, such as those whose notice was lost with its LISTEN connection.
  */

@@ -64,10 +64,20 @@ export async function workerLockHeld(lockSql: Sql, key: number): Promise<boolean
 }
 
 /**
- * The statement, to run alongside a claim or the storing of outcomes, that sets how many tasks a
- * worker would start at once; `claimed` (a claim's `changed` rows) are taken off `free`.
+ * Releases the lock that says a worker is alive, if `lockSql`'s connection still holds it (after
+ * the connection broke, nothing is held and there is nothing to release).
  */
-export function workerFreeUpdate(sql: Queryable, workerId: string, free: number, claimed = sql`(select 0)`) {
+export async function workerUnlock(lockSql: Sql): Promise<void> {
+  await lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+}
+
+/**
+ * The statement, to run alongside a claim or the storing of outcomes, that sets how many tasks a
+ * worker would start at once; with `lessClaimed` (alongside a claim), the tasks it claims (its
+ * `changed` rows) are taken off `free`.
+ */
+export function workerFreeUpdate(sql: Queryable, workerId: string, free: number, { lessClaimed = false } = {}) {
+  const claimed = lessClaimed ? sql`(select count(*) from changed)::int` : sql`0`
   return sql`
     update taskcast.workers set free = greatest(${free}::int - ${claimed}, 0)
     where id = ${workerId} and free <> greatest(${free}::int - ${claimed}, 0)`

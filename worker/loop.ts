@@ -4,9 +4,9 @@ import { Channel, isDataError, type Sql } from '../db/client.ts'
 import type { Progress } from '../db/contracts.ts'
 import type { Listener } from '../db/listener.ts'
 import {
-  taskClaim, taskHandedOff, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease,
+  parseHandoffNotice, taskClaim, taskHandedOff, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease,
 } from '../db/task-leases.ts'
-import { workerFreeUpdate, workerLockHeld, workerRegister, workerRemove } from '../db/workers.ts'
+import { workerFreeUpdate, workerLockHeld, workerRegister, workerRemove, workerUnlock } from '../db/workers.ts'
 import type { Logger } from '../observability/log.ts'
 import type { TraceMode } from '../observability/spans.ts'
 import { createLeaseKeeper } from './leases.ts'
@@ -70,9 +70,6 @@ interface Running {
 /** The channel on which submissions hand a worker its tasks (see taskInsert). */
 export const handoffChannel = (workerId: string) =>
   `taskcast_handoff_${createHash('sha256').update(workerId).digest('hex').slice(0, 24)}`
-
-/** A task as a hand-off notice carries it: whole, with its times as text, or only named when it is too big. */
-type HandoffNotice = { id: string; lockedBy: string } & Partial<Omit<ClaimedTask, 'runAt' | 'startedAt'> & { runAt: string; startedAt: string }>
 
 /** How many started attempts the worker remembers, so that none is started twice (see handedOff). */
 const rememberedStarts = 4096
@@ -205,7 +202,7 @@ export function createWorker(options: WorkerOptions): Worker {
         const claimDb = options.claimSql ?? sql
         // Free slots less those this claim fills: none when it comes back full.
         const tasks = await taskClaim(claimDb, { workerId, queues, limit: room, leaseSeconds },
-          options.lockSql ? workerFreeUpdate(claimDb, workerId, freeSlots(), claimDb`(select count(*) from changed)::int`) : undefined)
+          options.lockSql ? workerFreeUpdate(claimDb, workerId, freeSlots(), { lessClaimed: true }) : undefined)
         if (tasks.length > 0) claimMs = average(claimMs, performance.now() - claimStarted)
         for (const task of tasks) claimed(task)
         startWaiting()
@@ -296,11 +293,10 @@ export function createWorker(options: WorkerOptions): Worker {
       log.warn({ err: error }, 'could not read the tasks handed to this worker; looking again later')
     })
   listener.on(handoffChannel(workerId), (payload) => {
-    const notice = JSON.parse(payload) as HandoffNotice
+    const notice = parseHandoffNotice(payload)
     if (notice.lockedBy !== workerId) return
-    const { runAt, startedAt, type, lockedBy: _, ...task } = notice
-    if (type === undefined) void readHandedOff({ ids: [notice.id] })
-    else handedOff([{ ...(task as Omit<ClaimedTask, 'runAt' | 'startedAt' | 'type'>), type, runAt: new Date(runAt!), startedAt: new Date(startedAt!) }])
+    if (notice.task) handedOff([notice.task])
+    else void readHandedOff({ ids: [notice.id] })
   })
   /** The key of the lock that says this worker is alive, once it holds it (see db/workers.ts). */
   let lockKey: number | undefined
@@ -312,7 +308,7 @@ export function createWorker(options: WorkerOptions): Worker {
     if (!lockSql) return
     try {
       // On a connection that broke, the lock went with it.
-      if (lockKey !== undefined) await lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+      if (lockKey !== undefined) await workerUnlock(lockSql)
       lockKey = undefined
       lockKey = await workerRegister(sql, lockSql, { id: workerId, queues, leaseSeconds, channel: handoffChannel(workerId) })
     } catch (error) {
@@ -392,7 +388,7 @@ export function createWorker(options: WorkerOptions): Worker {
           log.warn({ err: error }, 'could not leave the worker registry; tasks handed to this worker wait for their lease to end')
           return []
         })
-      if (lockKey !== undefined && options.lockSql) await options.lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+      if (lockKey !== undefined && options.lockSql) await workerUnlock(options.lockSql)
       const unstarted = [...waiting.splice(0).map((entry) => entry.task.id), ...handedOff.map((task) => task.id)]
       for (const id of unstarted) running.delete(id)
       if (unstarted.length > 0) {
