@@ -51,6 +51,11 @@ export interface SqlOptions {
  * A postgres.js pool whose rows come back with camelCase keys (columns are snake_case).
  * Connecting gives up after 3 s, reconnecting waits at most 1 s, and statements end after
  * `statementTimeoutMs`, so a database that is down or stuck makes callers fail fast, not hang.
+ * postgres.js 3.4.9 is patched for that (patches/postgres@3.4.9.patch, applied by `bun install`):
+ * a statement sent on a connection between its socket's error and its close was never settled, a
+ * reconnect of that connection never sent its startup message, and a pool whose connection was
+ * reset mid-statement never ended. PostgreSQL crashing under load did all three (the API's
+ * submissions then waited forever); tests/connection-loss.test.ts shows each.
  *
  * JIT compilation is off: Taskcast's statements take milliseconds, and compiling one takes
  * hundreds. It was not rare: where the planner may not read a table whole, any plan that must
