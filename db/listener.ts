@@ -97,7 +97,9 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
         const sub = create()
         try {
           await sub.connect()
-          await Promise.all([...handlers.keys()].map((channel) => sub.listenTo(channel)))
+          // One at a time: pg runs a client's queries in turn anyway, and warns (deprecated) when
+          // given a query while another is in flight.
+          for (const channel of handlers.keys()) await sub.listenTo(channel)
         } catch (error) {
           await sub.close().catch(() => {})
           const delay = reconnectDelay(attempt)
