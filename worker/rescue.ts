@@ -11,8 +11,9 @@ const pruneEveryMs = 60_000
 /**
  * Maintenance every worker runs, safely side by side: take back tasks whose lease expired (their
  * worker died, hung or lost the database), drop the registry entries of workers that are gone
- * (their liveness lock is free: see db/workers.ts), and now and then prune expired idempotency keys and
- * the tasks (with their events) that finished more than `retentionSeconds` ago (0: keep them).
+ * (their liveness lock is free: see db/workers.ts), and now and then prune expired idempotency
+ * keys and the tasks (with their events) that finished more than `retentionSeconds` ago (0: keep
+ * them).
  * Checking four times per lease means a dead worker's task is queued again within
  * 1.25 leases of its last renewal.
  *
