@@ -178,11 +178,12 @@ async function drain() {
   const worker = await startWorker(url, queue)
   try {
     await untilDrained(sql, queue, 120_000)
-    const [{ last }] = await sql<[{ last: Date }]>`select max(finished_at) as last from taskcast.tasks where queue = ${queue}`
+    const [{ first, last }] = await sql<[{ first: Date; last: Date }]>`
+      select min(started_at) as first, max(finished_at) as last from taskcast.tasks where queue = ${queue}`
     rows.push({
       workload: `drain ${total.toLocaleString('en')} queued no-op tasks (1 worker, concurrency 16)`, unit: 'tasks/s',
       value: total / ((last.getTime() - started) / 1000), rssMiB: rssMiB(worker.proc.pid, true),
-      note: 'from the worker process start',
+      note: `from the worker process start; its first task started ${first.getTime() - started} ms after the spawn`,
     })
   } finally {
     await worker.stop()
