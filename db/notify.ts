@@ -29,31 +29,34 @@ const retryMs = 200
  */
 export function createNotifier({ url, applicationName, log }: { url: string; applicationName: string; log: Log }): Notifier {
   const sql = createSql(url, { max: 1, applicationName, synchronousCommit: false, statementTimeoutMs: 5000 })
-  const write = async (notices: Notice[]) => {
+  // An item is the notices of one statement, queued with one promise, not one each. They go as one
+  // JSON array of [channel, payload] pairs, which JSON.stringify escapes natively; a text[]
+  // parameter has each element escaped with regular expressions. Both together: ~5 % of a
+  // worker's CPU in a drain.
+  const write = async (items: Notice[][]) => {
+    const pairs = JSON.stringify(items.flatMap((notices) => notices.map((n) => [n.channel, n.payload])))
     for (let attempt = 1; ; attempt++) {
       try {
-        await sql`select count(pg_notify(channel, payload))
-                  from unnest(${notices.map((n) => n.channel)}::text[], ${notices.map((n) => n.payload)}::text[]) as n(channel, payload)`
-        return notices
+        await sql`select count(pg_notify(n ->> 0, n ->> 1)) from json_array_elements(${pairs}::text::json) as n`
+        return items
       } catch (error) {
         if (!isConnectionError(error) || attempt === retries) {
           // Listeners re-read everything when their connection comes back; workers poll.
-          log.warn({ err: error, notices: notices.length }, 'could not send notifications; dropping them')
-          return notices
+          log.warn({ err: error, notices: items.flat().length }, 'could not send notifications; dropping them')
+          return items
         }
         await Bun.sleep(retryMs * attempt)
       }
     }
   }
-  const queue = createBatcher(write, { maxBatch: 5000, maxInFlight: 1 })
-  const unsent = new Set<Promise<Notice>>()
+  const queue = createBatcher(write, { maxBatch: 25, maxInFlight: 1 })
+  const unsent = new Set<Promise<Notice[]>>()
   return {
     send(notices) {
-      for (const notice of notices) {
-        const sent = queue(notice)
-        unsent.add(sent)
-        void sent.finally(() => unsent.delete(sent))
-      }
+      if (notices.length === 0) return
+      const sent = queue(notices)
+      unsent.add(sent)
+      void sent.finally(() => unsent.delete(sent))
     },
     async end() {
       await Promise.allSettled([...unsent])

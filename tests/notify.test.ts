@@ -36,9 +36,12 @@ test('a pool with a notifier announces its changes after they commit, exactly as
     expect(events.filter((e) => e.tenant === tenant.id)).toEqual([{ tenant: tenant.id, id: Number(latest.id) }])
 
     const [claimed] = await taskClaim(sql, { workerId: 'notify-test', queues: [queue], limit: 1, leaseSeconds: 30 })
-    await taskSucceed(sql, { id: claimed!.id, attempt: 1, workerId: 'notify-test' }, { ok: true })
+    // Quotes, backslashes, control and non-ASCII characters reach listeners as they were stored.
+    const result = { ok: true, text: 'a "quote", a \\ backslash, \\" both, a tab\t, a line\n, é, 🎉, {"x":[1]}' }
+    await taskSucceed(sql, { id: claimed!.id, attempt: 1, workerId: 'notify-test' }, result)
     await until(async () => events.filter((e) => e.task === claimed!.id).length === 2, 5000, 'the running and succeeded notices')
     expect(events.filter((e) => e.task === claimed!.id).map((e) => e.seq)).toEqual([2, 3])
+    expect(events.find((e) => e.task === claimed!.id && e.seq === 3)).toMatchObject({ kind: 'status', data: { status: 'succeeded', result } })
 
     // Inside a transaction the NOTIFY stays in the statement: it must not go out before the commit.
     await sql.begin(async (tx) => {
