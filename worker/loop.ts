@@ -71,7 +71,7 @@ interface Running {
 export const handoffChannel = (workerId: string) =>
   `taskcast_handoff_${createHash('sha256').update(workerId).digest('hex').slice(0, 24)}`
 
-/** How many started attempts the worker remembers, so that none is started twice (see handedOff). */
+/** How many started attempts the worker remembers, so that none is started twice (see claimed). */
 const rememberedStarts = 4096
 
 /** Weight of the newest sample in the moving averages of handler time and claim time. */
@@ -215,12 +215,22 @@ export function createWorker(options: WorkerOptions): Worker {
     }
   }
 
-  /** The attempts started lately, by `id:attempt`, so that none is started twice. */
+  /**
+   * The attempts started lately, by task, attempt and start time (a task retried by request starts
+   * again at attempt 1), so that none is started twice.
+   */
   const started = new Set<string>()
 
+  /**
+   * Takes on a task leased to this worker, once per attempt: the look for hand-offs whose notice
+   * was lost also finds what a claim in flight has leased (committed, not yet answered), so a
+   * task can arrive by both ways.
+   */
   function claimed(task: ClaimedTask) {
+    const attempt = `${task.id}:${task.attempt}:${task.startedAt?.getTime()}`
+    if (started.has(attempt)) return
     log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
-    started.add(`${task.id}:${task.attempt}`)
+    started.add(attempt)
     if (started.size > rememberedStarts) started.delete(started.values().next().value!)
     metrics.claimed(task)
     const entry: Running = { task, controller: new AbortController() }
@@ -284,7 +294,7 @@ export function createWorker(options: WorkerOptions): Worker {
   /** Starts (or queues for a slot) the tasks handed to this worker, unless they are started already. */
   function handedOff(tasks: ClaimedTask[]) {
     if (stopping) return // stop() hands them back
-    for (const task of tasks) if (!started.has(`${task.id}:${task.attempt}`)) claimed(task)
+    for (const task of tasks) claimed(task)
     startWaiting()
   }
   const readHandedOff = (which: Parameters<typeof taskHandedOff>[2]) =>
