@@ -15,7 +15,7 @@ import { recordFailure, withExecuteSpan, type TraceMode } from '../observability
 import { PermanentError, type TaskContext } from './handler.ts'
 import { handlers } from './handlers/index.ts'
 import { persist } from './persist.ts'
-import { createProgressReporter } from './progress.ts'
+import { createProgressReporter, type ProgressReporter } from './progress.ts'
 
 /** Why a running task's signal fired. */
 export class TaskAbort extends Error {
@@ -90,8 +90,12 @@ async function runAttempt(
   span: Span,
 ): Promise<RunEnd> {
   const lease: Lease = { id: task.id, attempt: task.attempt, workerId }
-  const log = workerLog.child({ taskId: task.id, type: task.type, attempt: task.attempt })
   const signal = controller.signal
+  // The attempt's logger and progress reporter are made when first used: the attempts of quick
+  // handlers mostly use neither, and making them for every attempt cost a worker ~10 % of its CPU
+  // in a drain.
+  let taskLog: Logger | undefined
+  const log = () => (taskLog ??= workerLog.child({ taskId: task.id, type: task.type, attempt: task.attempt }))
 
   // Outcomes are retried through database outages, never dropped; a lost lease refuses them.
   const store = <T>(write: () => Promise<T>) => persist(write, log, 'storing the outcome')
@@ -100,12 +104,12 @@ async function runAttempt(
     recordFailure(span, error)
     const taskError = toTaskError(error, permanent)
     if (permanent || task.attempt >= task.maxAttempts) {
-      log.warn({ err: error }, permanent ? 'task failed permanently' : 'task failed: out of attempts')
+      log().warn({ err: error }, permanent ? 'task failed permanently' : 'task failed: out of attempts')
       return (await store(() => taskFail(sql, lease, taskError))) ? 'failed' : 'lease-lost'
     }
     const backoff = isTaskType(task.type) ? catalogue[task.type].backoff : { baseSeconds: 1, maxSeconds: 60 }
     const retryAt = new Date(Date.now() + retryDelayMs(task.attempt, backoff))
-    log.warn({ err: error, retryAt }, 'attempt failed; will retry')
+    log().warn({ err: error, retryAt }, 'attempt failed; will retry')
     if (!(await store(() => taskRetryLater(sql, lease, taskError, retryAt)))) return 'lease-lost'
     onRetryScheduled?.(retryAt)
     return 'retrying'
@@ -118,11 +122,26 @@ async function runAttempt(
     return fail(new PermanentError(`invalid payload: ${issues.join('; ')}`), true)
   }
 
-  const progress = createProgressReporter((value) => {
-    span.addEvent('progress', { 'taskcast.progress.percent': value.percent, 'taskcast.progress.message': value.message })
-    return persist(() => reportProgress(lease, value), log, 'storing progress')
-  }, log)
-  const ctx: TaskContext = { taskId: task.id, attempt: task.attempt, signal, progress: progress.report, log, span }
+  let progress: ProgressReporter | undefined
+  let handlerEnded = false
+  const ctx: TaskContext = {
+    taskId: task.id,
+    attempt: task.attempt,
+    signal,
+    progress(percent, message) {
+      // Reports made after the handler ended (it may ignore its signal) are dropped, as a closed reporter drops them.
+      if (handlerEnded) return
+      progress ??= createProgressReporter((value) => {
+        span.addEvent('progress', { 'taskcast.progress.percent': value.percent, 'taskcast.progress.message': value.message })
+        return persist(() => reportProgress(lease, value), log, 'storing progress')
+      }, log())
+      progress.report(percent, message)
+    },
+    get log() {
+      return log()
+    },
+    span,
+  }
   const handler = handlers[task.type] as (payload: unknown, ctx: TaskContext) => Promise<unknown>
   const timeout = setTimeout(
     () => controller.abort(new TaskAbort('timeout', `timed out after ${task.timeoutSeconds} s`)),
@@ -141,7 +160,8 @@ async function runAttempt(
     }
   }
   clearTimeout(timeout)
-  await progress.close()
+  handlerEnded = true
+  await progress?.close()
   onHandlerDone?.()
 
   if (outcome === 'aborted') {
@@ -153,7 +173,7 @@ async function runAttempt(
       return 'lease-lost'
     }
     if (reason.why === 'canceled') {
-      log.info({}, 'task canceled')
+      log().info({}, 'task canceled')
       return (await store(() => taskCancelRunning(sql, lease))) ? 'canceled' : 'lease-lost'
     }
     return fail(reason, false)
