@@ -3,7 +3,7 @@ import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
 import { taskClaim, taskProgress, taskSucceed } from '../db/task-leases.ts'
 import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
 import { prefetchTarget } from '../worker/loop.ts'
-import { runTask, TaskAbort, type RunEnd } from '../worker/run.ts'
+import { AttemptAbort, runTask, TaskAbort, type RunEnd } from '../worker/run.ts'
 import { testDb } from './support/database.ts'
 import { newTask, newTenant, quietLog, startWorker, uniqueName, until } from './support/fixtures.ts'
 
@@ -264,10 +264,10 @@ describe('claiming ahead of free slots', () => {
     await taskInsert(sql, [newTask(tenant.id, { queue, type: 'demo.noop', payload: {} })])
     const [task] = await taskClaim(sql, { workerId: 'worker-a', queues: [queue], limit: 1, leaseSeconds: 30 })
     expect(await taskCancel(sql, tenant.id, task!.id)).toMatchObject({ outcome: 'requested' })
-    const controller = new AbortController()
-    controller.abort(new TaskAbort('canceled', 'canceled by request'))
+    const abort = new AttemptAbort()
+    abort.abort(new TaskAbort('canceled', 'canceled by request'))
     const end: RunEnd = await runTask(task!, {
-      sql, log: quietLog, workerId: 'worker-a', controller,
+      sql, log: quietLog, workerId: 'worker-a', abort,
       succeed: (lease, result) => taskSucceed(sql, lease, result),
       reportProgress: (lease, progress) => taskProgress(sql, lease, progress),
     })

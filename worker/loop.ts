@@ -13,7 +13,7 @@ import { createLeaseKeeper } from './leases.ts'
 import { createWorkerMetrics } from './metrics.ts'
 import { periodic } from './periodic.ts'
 import { createRescuer } from './rescue.ts'
-import { runTask, TaskAbort, type RunEnd } from './run.ts'
+import { AttemptAbort, runTask, TaskAbort, type RunEnd } from './run.ts'
 
 export interface WorkerOptions {
   sql: Sql
@@ -62,7 +62,7 @@ export interface Worker {
 
 interface Running {
   task: ClaimedTask
-  controller: AbortController
+  abort: AttemptAbort
   /** Settles when the run has ended; undefined while the task waits for a slot. */
   done?: Promise<void>
 }
@@ -233,7 +233,7 @@ export function createWorker(options: WorkerOptions): Worker {
     started.add(attempt)
     if (started.size > rememberedStarts) started.delete(started.values().next().value!)
     metrics.claimed(task)
-    const entry: Running = { task, controller: new AbortController() }
+    const entry: Running = { task, abort: new AttemptAbort() }
     running.set(task.id, entry)
     waiting.push(entry)
   }
@@ -248,7 +248,7 @@ export function createWorker(options: WorkerOptions): Worker {
   }
 
   function start(entry: Running) {
-    const { task, controller } = entry
+    const { task, abort } = entry
     const startedAt = performance.now()
     let slotHeld = true
     const freeSlot = () => {
@@ -264,7 +264,7 @@ export function createWorker(options: WorkerOptions): Worker {
       sql,
       log,
       workerId,
-      controller,
+      abort,
       traceMode,
       succeed: (lease, result) => succeed({ lease, result }),
       reportProgress: (lease, progress) => reportProgress({ lease, progress }),
@@ -340,8 +340,8 @@ export function createWorker(options: WorkerOptions): Worker {
   function abort(taskId: string, why: TaskAbort['why'], message: string) {
     const entry = running.get(taskId)
     if (!entry) return
-    entry.controller.abort(new TaskAbort(why, message))
-    // A waiting task is started at once: its run sees the signal and stores the outcome without
+    entry.abort.abort(new TaskAbort(why, message))
+    // A waiting task is started at once: its run sees the abort and stores the outcome without
     // calling the handler.
     const index = waiting.indexOf(entry)
     if (index >= 0) start(waiting.splice(index, 1)[0]!)
@@ -414,7 +414,7 @@ export function createWorker(options: WorkerOptions): Worker {
       const finished = await Promise.race([all().then(() => true), Bun.sleep(graceMs).then(() => false)])
       if (!finished) {
         const interrupted = [...running.values()]
-        for (const entry of interrupted) entry.controller.abort(new TaskAbort('shutdown', 'the worker is shutting down'))
+        for (const entry of interrupted) entry.abort.abort(new TaskAbort('shutdown', 'the worker is shutting down'))
         await all()
         const released = await taskRelease(sql, workerId, interrupted.map((entry) => entry.task.id), 'released: the worker shut down')
         log.info({ released: released.length }, 'released unfinished tasks back to the queue')

@@ -12,12 +12,13 @@ import {
 import type { Span } from '@opentelemetry/api'
 import type { Logger } from '../observability/log.ts'
 import { recordFailure, withExecuteSpan, type TraceMode } from '../observability/spans.ts'
+import { afterDeadline } from './deadlines.ts'
 import { PermanentError, type TaskContext } from './handler.ts'
 import { handlers } from './handlers/index.ts'
 import { persist } from './persist.ts'
 import { createProgressReporter, type ProgressReporter } from './progress.ts'
 
-/** Why a running task's signal fired. */
+/** Why an attempt was aborted. */
 export class TaskAbort extends Error {
   constructor(readonly why: 'canceled' | 'timeout' | 'shutdown' | 'lease-lost', message: string) {
     super(message)
@@ -29,8 +30,8 @@ export interface RunOptions {
   sql: Sql
   log: Logger
   workerId: string
-  /** Aborted by the loop on cancel or shutdown; the run adds the timeout. */
-  controller: AbortController
+  /** Aborted by the loop on cancel, shutdown or a lost lease; the run adds the timeout. */
+  abort: AttemptAbort
   /** Stores a successful outcome (the loop batches them); false when the lease was lost. */
   succeed(lease: Lease, result: unknown): Promise<boolean>
   /** Stores a progress report (the loop batches them); false when the lease was lost. */
@@ -41,6 +42,44 @@ export interface RunOptions {
   onRetryScheduled?: (at: Date) => void
   /** child: the attempt's span continues the enqueuing trace; link: a new trace linking to it. */
   traceMode?: TraceMode
+}
+
+/**
+ * What stops one attempt: the loop aborts it on cancel, shutdown or a lost lease, the run on a
+ * timeout. The AbortSignal a handler sees is made only when the handler asks for it: an
+ * AbortController and an abort listener for every attempt cost a worker ~6 % of its CPU in a
+ * drain of quick tasks.
+ */
+export class AttemptAbort {
+  /** Why the attempt was aborted; undefined while it was not. */
+  reason: TaskAbort | undefined
+  #controller: AbortController | undefined
+  #listener: (() => void) | undefined
+
+  /** The handler's signal: aborted (with the reason) when the attempt is. */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController()
+      if (this.reason) this.#controller.abort(this.reason)
+    }
+    return this.#controller.signal
+  }
+
+  /** Aborts the attempt; only the first reason counts. */
+  abort(reason: TaskAbort): void {
+    if (this.reason) return
+    this.reason = reason
+    this.#controller?.abort(reason)
+    this.#listener?.()
+  }
+
+  /** Settles when the attempt is aborted (at once if it was); for the run alone. */
+  whenAborted(): Promise<'aborted'> {
+    return new Promise((resolve) => {
+      if (this.reason) resolve('aborted')
+      else this.#listener = () => resolve('aborted')
+    })
+  }
 }
 
 /** How a run ended, for the loop (shutdown releases `interrupted` tasks in one statement). */
@@ -86,11 +125,10 @@ export async function runTask(task: ClaimedTask, options: RunOptions): Promise<R
  */
 async function runAttempt(
   task: ClaimedTask,
-  { sql, log: workerLog, workerId, controller, succeed, reportProgress, onHandlerDone, onRetryScheduled }: RunOptions,
+  { sql, log: workerLog, workerId, abort, succeed, reportProgress, onHandlerDone, onRetryScheduled }: RunOptions,
   span: Span,
 ): Promise<RunEnd> {
   const lease: Lease = { id: task.id, attempt: task.attempt, workerId }
-  const signal = controller.signal
   // The attempt's logger and progress reporter are made when first used: the attempts of quick
   // handlers mostly use neither, and making them for every attempt cost a worker ~10 % of its CPU
   // in a drain.
@@ -127,7 +165,9 @@ async function runAttempt(
   const ctx: TaskContext = {
     taskId: task.id,
     attempt: task.attempt,
-    signal,
+    get signal() {
+      return abort.signal
+    },
     progress(percent, message) {
       // Reports made after the handler ended (it may ignore its signal) are dropped, as a closed reporter drops them.
       if (handlerEnded) return
@@ -143,29 +183,29 @@ async function runAttempt(
     span,
   }
   const handler = handlers[task.type] as (payload: unknown, ctx: TaskContext) => Promise<unknown>
-  const timeout = setTimeout(
-    () => controller.abort(new TaskAbort('timeout', `timed out after ${task.timeoutSeconds} s`)),
+  const clearDeadline = afterDeadline(
     task.timeoutSeconds * 1000,
+    () => abort.abort(new TaskAbort('timeout', `timed out after ${task.timeoutSeconds} s`)),
   )
   // A handler that ignores its signal is not waited for: the outcome is decided when it fires.
-  const aborted = new Promise<'aborted'>((resolve) => signal.addEventListener('abort', () => resolve('aborted'), { once: true }))
+  const aborted = abort.whenAborted()
   let outcome: { returned: unknown } | { threw: unknown } | 'aborted' = 'aborted'
   // A task canceled (or lost) while it waited for a slot never reaches its handler.
-  if (!signal.aborted) {
+  if (!abort.reason) {
     try {
       const value = await Promise.race([handler(parsed.output, ctx), aborted])
       outcome = value === 'aborted' ? 'aborted' : { returned: value }
     } catch (error) {
-      outcome = signal.aborted ? 'aborted' : { threw: error }
+      outcome = abort.reason ? 'aborted' : { threw: error }
     }
   }
-  clearTimeout(timeout)
+  clearDeadline()
   handlerEnded = true
   await progress?.close()
   onHandlerDone?.()
 
   if (outcome === 'aborted') {
-    const reason = signal.reason instanceof TaskAbort ? signal.reason : new TaskAbort('shutdown', String(signal.reason))
+    const reason = abort.reason!
     span.addEvent(reason.why, { 'exception.message': reason.message })
     if (reason.why === 'shutdown') return 'interrupted'
     if (reason.why === 'lease-lost') {
