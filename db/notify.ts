@@ -17,6 +17,8 @@ interface Log {
 }
 
 const retries = 5
+const separators = /[\x1e\x1f]/
+const hasSeparator = (n: Notice) => separators.test(n.channel) || separators.test(n.payload)
 const retryMs = 200
 
 /**
@@ -30,19 +32,27 @@ const retryMs = 200
 export function createNotifier({ url, applicationName, log }: { url: string; applicationName: string; log: Log }): Notifier {
   const sql = createSql(url, { max: 1, applicationName, synchronousCommit: false, statementTimeoutMs: 5000 })
   // An item is the notices of one statement, queued with one promise, not one each. They go as one
-  // JSON array of [channel, payload] pairs, which JSON.stringify escapes natively; a text[]
-  // parameter has each element escaped with regular expressions. Both together: ~5 % of a
-  // worker's CPU in a drain.
+  // text: channel and payload joined by the ASCII unit separator, notices by the record separator,
+  // split apart by the statement. As a text[] parameter postgres.js escaped each element with
+  // regular expressions; as a JSON array PostgreSQL parsed and unescaped every payload. Split, a
+  // statement of 40 event notices took 9 µs an event instead of 17, and 4 instead of 8 at 400.
+  // Payloads are JSON texts or names, which never hold either separator; one that did goes in a
+  // statement of its own.
   const write = async (items: Notice[][]) => {
-    const pairs = JSON.stringify(items.flatMap((notices) => notices.map((n) => [n.channel, n.payload])))
+    const notices = items.flat()
+    const apart = notices.filter(hasSeparator)
+    const joined = (apart.length ? notices.filter((n) => !hasSeparator(n)) : notices).map((n) => `${n.channel}\x1f${n.payload}`).join('\x1e')
     for (let attempt = 1; ; attempt++) {
       try {
-        await sql`select count(pg_notify(n ->> 0, n ->> 1)) from json_array_elements(${pairs}::text::json) as n`
+        await sql`
+          select count(pg_notify(split_part(n, e'\\x1f', 1), split_part(n, e'\\x1f', 2)))
+          from unnest(string_to_array(${joined}::text, e'\\x1e')) as n`
+        for (const n of apart) await sql`select pg_notify(${n.channel}, ${n.payload})`
         return items
       } catch (error) {
         if (!isConnectionError(error) || attempt === retries) {
           // Listeners re-read everything when their connection comes back; workers poll.
-          log.warn({ err: error, notices: items.flat().length }, 'could not send notifications; dropping them')
+          log.warn({ err: error, notices: notices.length }, 'could not send notifications; dropping them')
           return items
         }
         await Bun.sleep(retryMs * attempt)

@@ -54,3 +54,19 @@ test('a pool with a notifier announces its changes after they commit, exactly as
     await listener.stop()
   }
 })
+
+test('notices whose payload holds an ASCII separator still arrive intact, in the same round as the others', async () => {
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-notify-listen', log: quietLog })
+  const channel = uniqueName('taskcast_test')
+  const payloads: string[] = []
+  listener.on(channel, (payload) => payloads.push(payload))
+  await listener.start()
+  try {
+    const sent = ['{"plain":1}', 'unit\x1fseparator', 'record\x1eseparator', '{"plain":2}']
+    notifier.send(sent.map((payload) => ({ channel, payload })))
+    await until(async () => payloads.length === sent.length, 5000, 'all four notices')
+    expect(payloads.toSorted()).toEqual(sent.toSorted())
+  } finally {
+    await listener.stop()
+  }
+})
