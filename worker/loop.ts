@@ -65,6 +65,8 @@ interface Running {
   abort: AttemptAbort
   /** Settles when the run has ended; undefined while the task waits for a slot. */
   done?: Promise<void>
+  /** Its handler has ended; its outcome may still be on its way to the database. */
+  handlerEnded?: boolean
 }
 
 /** The channel on which submissions hand a worker its tasks (see taskInsert). */
@@ -254,6 +256,7 @@ export function createWorker(options: WorkerOptions): Worker {
     const freeSlot = () => {
       if (!slotHeld) return
       slotHeld = false
+      entry.handlerEnded = true
       handlersRunning--
       handlerMs = average(handlerMs, performance.now() - startedAt)
       startWaiting()
@@ -353,6 +356,9 @@ export function createWorker(options: WorkerOptions): Worker {
     leaseSeconds,
     held: () => [...running.keys()],
     onLost: (taskId) => {
+      // A task whose handler has ended is missing from the renewal when its outcome was stored
+      // first; if its lease was lost instead, storing the outcome is refused, and says so.
+      if (running.get(taskId)?.handlerEnded) return
       log.warn({ taskId }, 'lease lost: another worker may run this task now; stopping its handler')
       abort(taskId, 'lease-lost', 'the lease on this task was lost')
     },
