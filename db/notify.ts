@@ -40,8 +40,13 @@ export function createNotifier({ url, applicationName, log }: { url: string; app
   // statement of its own.
   const write = async (items: Notice[][]) => {
     const notices = items.flat()
-    const apart = notices.filter(hasSeparator)
-    const joined = (apart.length ? notices.filter((n) => !hasSeparator(n)) : notices).map((n) => `${n.channel}\x1f${n.payload}`).join('\x1e')
+    const together: string[] = []
+    const apart: Notice[] = []
+    for (const n of notices) {
+      if (hasSeparator(n)) apart.push(n)
+      else together.push(`${n.channel}\x1f${n.payload}`)
+    }
+    const joined = together.join('\x1e')
     for (let attempt = 1; ; attempt++) {
       try {
         await sql`

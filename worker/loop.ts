@@ -65,7 +65,7 @@ interface Running {
   abort: AttemptAbort
   /** Settles when the run has ended; undefined while the task waits for a slot. */
   done?: Promise<void>
-  /** Its handler has ended; its outcome may still be on its way to the database. */
+  /** Its handler has ended and freed its slot; its outcome may still be on its way to the database. */
   handlerEnded?: boolean
 }
 
@@ -252,10 +252,8 @@ export function createWorker(options: WorkerOptions): Worker {
   function start(entry: Running) {
     const { task, abort } = entry
     const startedAt = performance.now()
-    let slotHeld = true
     const freeSlot = () => {
-      if (!slotHeld) return
-      slotHeld = false
+      if (entry.handlerEnded) return
       entry.handlerEnded = true
       handlersRunning--
       handlerMs = average(handlerMs, performance.now() - startedAt)

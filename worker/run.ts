@@ -169,7 +169,8 @@ async function runAttempt(
       return abort.signal
     },
     progress(percent, message) {
-      // Reports made after the handler ended (it may ignore its signal) are dropped, as a closed reporter drops them.
+      // Reports made after the handler ended (it may ignore its signal) are dropped, as a closed
+      // reporter drops them.
       if (handlerEnded) return
       progress ??= createProgressReporter((value) => {
         span.addEvent('progress', { 'taskcast.progress.percent': value.percent, 'taskcast.progress.message': value.message })
