@@ -90,9 +90,14 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
   }
 
   listener.on(Channel.taskEvent, (payload) => {
+    // Every event of every task arrives here, mostly of tasks no stream of this process follows:
+    // only those that wake a stream are parsed whole and checked.
+    if (size === 0) return
     let event: v.InferOutput<typeof Notification>
     try {
-      event = v.parse(Notification, JSON.parse(payload))
+      const raw = JSON.parse(payload) as { tenant?: unknown; task?: unknown } | null
+      if (!byTenant.has(raw?.tenant as string) && !byTask.has(raw?.task as string)) return
+      event = v.parse(Notification, raw)
     } catch {
       log.warn({ payload: payload.slice(0, 200) }, 'ignoring a malformed task event notification')
       return
