@@ -104,6 +104,27 @@ describe('POST /v1/tasks', () => {
     await expectProblem(await api.request('/v1/tasks', { method: 'POST', headers: tenant.auth }), 422)
     expect(await countTasks(tenant.id)).toBe(0)
   })
+
+  test('refuses what PostgreSQL cannot store, saying where, and stores escaped text it can', async () => {
+    const tenant = await newTenant()
+    const post = (path: string, body: string) =>
+      api.request(path, { method: 'POST', headers: { ...tenant.auth, 'content-type': 'application/json' }, body })
+    const http = (body: string) => `{"type":"http.request","payload":{"url":"http://127.0.0.1:9/hook","body":${body}}}`
+    const refused = async (path: string, body: string) => (await expectProblem(await post(path, body), 422)).errors[0]
+    const deep = `${'{"a":'.repeat(70)}1${'}'.repeat(70)}`
+
+    expect(await refused('/v1/tasks', http('["ok", "x\\u0000"]'))).toMatchObject({ path: '/payload/body/1', message: expect.stringContaining('NUL') })
+    expect(await refused('/v1/tasks', http('{"k\\u0000/~": 1}'))).toMatchObject({ path: '/payload/body/k\u0000~1~0' })
+    expect(await refused('/v1/tasks', http('{"s": "\\uD800 alone"}'))).toMatchObject({ path: '/payload/body/s', message: expect.stringContaining('surrogate') })
+    expect(await refused('/v1/tasks', http(deep))).toMatchObject({ message: 'nested deeper than 64 levels' })
+    expect(await refused('/v1/tasks/batch', `{"tasks":[${http('1')},${http('"\\udfff"')}]}`)).toMatchObject({ path: '/tasks/1/payload/body' })
+    expect(await countTasks(tenant.id)).toBe(0)
+
+    // A surrogate pair, escaped, and an escaped backslash before "u0000" are text like any other.
+    const stored = await post('/v1/tasks', http('{"s": "\\ud83d\\ude00 \\\\u0000"}'))
+    expect(stored.status).toBe(202)
+    expect(((await stored.json()) as any).payload.body).toEqual({ s: '😀 \\u0000' })
+  })
 })
 
 describe('authentication and tenancy', () => {
