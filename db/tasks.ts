@@ -93,14 +93,15 @@ const maxHandoffNotice = 7000
  * with both events (`queued`, `running`), and the worker hears of it on its own channel, with the
  * task whole when it fits a notice: it starts it without a claim round trip. Otherwise the task is
  * queued as taskInsert queues it. Workers that are busy, or locked by another hand-off, are
- * skipped rather than waited for.
+ * skipped rather than waited for, and so are those that have not said lately that they run.
  */
 async function taskInsertHandingOff(sql: Queryable, task: NewTask): Promise<TaskRow> {
   const payload = JSON.stringify(task.payload ?? {})
   const [row] = await sql<Array<Pick<TaskRow, 'status' | 'attempt' | 'runAt' | 'createdAt' | 'startedAt' | 'lockedBy' | 'leaseUntil' | 'lastSeq'>>>`
     with worker as (
       select w.id, w.lease_seconds, w.channel from taskcast.workers w
-      where w.free > 0 and ${task.queue}::text = any(w.queues) and ${workerAlive(sql, sql`w.lock_key`)}
+      where w.free > 0 and ${task.queue}::text = any(w.queues) and w.alive_until > now()
+        and ${workerAlive(sql, sql`w.lock_key`)}
         and not exists (
           select 1 from taskcast.tasks
           where status = 'queued' and queue = ${task.queue} and priority >= ${task.priority} and run_at <= now())

@@ -26,6 +26,17 @@ export const workerLockClass = 0x7a5c
 export const workerAlive = (sql: Queryable, key: Fragment) =>
   sql`not pg_try_advisory_xact_lock_shared(${workerLockClass}, ${key})`
 
+/** How often a worker says it still runs (workerHeartbeat). */
+export const workerHeartbeatMs = 1000
+
+/**
+ * How long a worker counts as running after it last said so: past this, submissions hand it
+ * nothing, though its lock is held (a stopped process keeps its connection). Three heartbeats, so
+ * that one late beat under load does not matter; a worker passed over is no loss, as its queue's
+ * tasks then wait to be claimed.
+ */
+export const workerAliveSeconds = 3
+
 /**
  * Enters a worker in the registry, or updates its entry, with no free slot until it says so, and
  * takes its lock on `lockSql`, a pool of one connection kept for that alone (SqlOptions
@@ -38,11 +49,12 @@ export async function workerRegister(sql: Sql, lockSql: Sql, worker: WorkerEntry
     const [{ locked }] = await lockSql<[{ locked: boolean }]>`select pg_try_advisory_lock(${workerLockClass}, ${key}) as locked`
     if (!locked) continue // another worker's key
     const entered = await sql`
-      insert into taskcast.workers (id, queues, free, lease_seconds, channel, lock_key)
-      values (${worker.id}, ${worker.queues as string[]}::text[], 0, ${worker.leaseSeconds}, ${worker.channel}, ${key})
+      insert into taskcast.workers (id, queues, free, lease_seconds, channel, lock_key, alive_until)
+      values (${worker.id}, ${worker.queues as string[]}::text[], 0, ${worker.leaseSeconds}, ${worker.channel}, ${key},
+              now() + make_interval(secs => ${workerAliveSeconds}))
       on conflict (id) do update
       set queues = excluded.queues, free = 0, lease_seconds = excluded.lease_seconds, channel = excluded.channel,
-          lock_key = excluded.lock_key
+          lock_key = excluded.lock_key, alive_until = excluded.alive_until
       returning id`.catch((error) => {
         if ((error as { code?: string }).code === '23505') return [] // a dead worker's key, not yet pruned
         throw error
@@ -69,6 +81,13 @@ export async function workerLockHeld(lockSql: Sql, key: number): Promise<boolean
  */
 export async function workerUnlock(lockSql: Sql): Promise<void> {
   await lockSql`select pg_advisory_unlock_all()`.catch(() => {})
+}
+
+/** Says that a worker still runs, for another workerAliveSeconds (see there). */
+export async function workerHeartbeat(sql: Sql, workerId: string): Promise<void> {
+  await sql`
+    update taskcast.workers set alive_until = now() + make_interval(secs => ${workerAliveSeconds})
+    where id = ${workerId}`
 }
 
 /**

@@ -91,7 +91,7 @@ describe('handing a submitted task to a waiting worker', () => {
     expect(JSON.parse(notices[0]!)).toEqual({ id: task.id, lockedBy: worker.id })
   })
 
-  test('no hand-off without a free slot, to a worker that is gone, ahead of a waiting task, or for later', async () => {
+  test('no hand-off without a free slot, to a worker that is gone or silent, ahead of a waiting task, or for later', async () => {
     const { sql } = testDb()
     const full = uniqueName('q')
     await registered(full, 0)
@@ -104,6 +104,13 @@ describe('handing a submitted task to a waiting worker', () => {
     expect(await freeOf(dead.id)).toBe(5)
     expect(await workersPruneGone(sql)).toBeGreaterThanOrEqual(1)
     expect(await freeOf(dead.id)).toBeUndefined()
+
+    // Its lock held, but no heartbeat lately: its process may be stopped.
+    const silentQueue = uniqueName('q')
+    const silent = await registered(silentQueue, 5)
+    await sql`update taskcast.workers set alive_until = now() - interval '1 second' where id = ${silent.id}`
+    expect(await insertOne({ queue: silentQueue })).toMatchObject({ status: 'queued', lockedBy: null })
+    expect(await freeOf(silent.id)).toBe(5)
 
     const busy = uniqueName('q')
     const waiting = await registered(busy, 5)
@@ -212,5 +219,27 @@ describe('hand-offs between real processes', () => {
     await spawnWorker({ WORKER_QUEUES: queue })
     await until(async () => (await taskGet(testDb().sql, tenant.id, task.id))?.status === 'succeeded', 10_000, 'the task to succeed')
     expect((await taskGet(testDb().sql, tenant.id, task.id))!.attempt).toBe(1)
+  }, 30_000)
+
+  test('a worker stopped with SIGSTOP keeps its lock but falls silent, and is handed nothing: the next task goes to a live worker', async () => {
+    const queue = uniqueName('stopped')
+    const stopped = await spawnWorker({ WORKER_QUEUES: queue })
+    cleanups.push(async () => void stopped.proc.kill('SIGCONT'))
+    await until(async () => ((await workerEntry(queue))?.free ?? 0) > 0, 10_000, 'the worker to say it is free')
+    const { id, lockKey } = (await workerEntry(queue))!
+    const aliveUntil = async () =>
+      (await testDb().sql<[{ aliveUntil: Date; ahead: boolean }]>`
+        select alive_until, alive_until > now() as ahead from taskcast.workers where id = ${id}`)[0]
+    const first = (await aliveUntil()).aliveUntil
+    await until(async () => (await aliveUntil()).aliveUntil > first, 5000, 'a heartbeat')
+
+    stopped.proc.kill('SIGSTOP')
+    await until(async () => !(await aliveUntil()).ahead, 10_000, 'the stopped worker to fall silent')
+    expect(await lockHeld(lockKey)).toBe(true)
+    const task = await submit(queue)
+    expect(task).toMatchObject({ status: 'queued', attempt: 0 })
+    await spawnWorker({ WORKER_QUEUES: queue })
+    await until(async () => (await taskGet(testDb().sql, tenant.id, task.id))?.status === 'succeeded', 10_000, 'the task to succeed')
+    expect((await taskGet(testDb().sql, tenant.id, task.id))!).toMatchObject({ attempt: 1, lockedBy: null })
   }, 30_000)
 })

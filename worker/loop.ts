@@ -6,7 +6,9 @@ import type { Listener } from '../db/listener.ts'
 import {
   parseHandoffNotice, taskClaim, taskHandedOff, taskProgressMany, taskRelease, taskSucceedMany, type ClaimedTask, type Lease,
 } from '../db/task-leases.ts'
-import { workerFreeUpdate, workerLockHeld, workerRegister, workerRemove, workerUnlock } from '../db/workers.ts'
+import {
+  workerFreeUpdate, workerHeartbeat, workerHeartbeatMs, workerLockHeld, workerRegister, workerRemove, workerUnlock,
+} from '../db/workers.ts'
 import type { Logger } from '../observability/log.ts'
 import type { TraceMode } from '../observability/spans.ts'
 import { createLeaseKeeper } from './leases.ts'
@@ -337,6 +339,18 @@ export function createWorker(options: WorkerOptions): Worker {
     const held = lockKey !== undefined && await workerLockHeld(options.lockSql, lockKey).catch(() => false)
     if (!held) await register()
   }, (leaseSeconds * 1000) / 3)
+  /**
+   * Every second, from the event loop: this worker still runs, so submissions may keep handing it
+   * tasks. Stopped or stuck, it falls silent and is handed nothing (see db/workers.ts). A beat lost
+   * to an outage costs nothing but hand-offs: the next one, or the registration after the
+   * reconnect, makes it good.
+   */
+  const heartbeat = periodic(async () => {
+    if (stopping || lockKey === undefined) return
+    // On the claims' pool: its commits do not wait for the disk, so the beat holds the worker's
+    // row, which a hand-off to it must lock, for less than a flush.
+    await workerHeartbeat(options.claimSql ?? sql, workerId).catch(() => {})
+  }, workerHeartbeatMs)
 
   function abort(taskId: string, why: TaskAbort['why'], message: string) {
     const entry = running.get(taskId)
@@ -384,6 +398,7 @@ export function createWorker(options: WorkerOptions): Worker {
       await listener.start()
       leases.start()
       lookForHandedOff.start()
+      heartbeat.start()
       rescuer.start()
       poll = setInterval(() => void fill(), pollMs)
       void fill()
@@ -392,7 +407,7 @@ export function createWorker(options: WorkerOptions): Worker {
     async stop(graceMs) {
       stopping = true
       clearInterval(poll)
-      await Promise.all([rescuer.stop(), lookForHandedOff.stop(), registering])
+      await Promise.all([rescuer.stop(), lookForHandedOff.stop(), heartbeat.stop(), registering])
       await round
       // No task is handed to this worker from here on; those handed to it that it has not started
       // go back to the queue at once with those claimed ahead, for other workers.
