@@ -16,13 +16,16 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
-/** A worker in the registry, alive while its lock connection is kept, with `free` slots. */
+/**
+ * A worker in the registry, alive while its lock connection is kept, with `free` slots, and
+ * counted as running for the rest of the test (it does not beat: see db/workers.ts).
+ */
 async function registered(queue: string, free: number) {
   const { sql } = testDb()
   const id = uniqueName('worker')
   const lockSql = createSql(testDb().url, { max: 1, applicationName: 'taskcast-test-alive', keepConnections: true })
   await workerRegister(sql, lockSql, { id, queues: [queue], leaseSeconds: 30, channel: handoffChannel(id) })
-  await sql`update taskcast.workers set free = ${free} where id = ${id}`
+  await sql`update taskcast.workers set free = ${free}, alive_until = now() + interval '1 hour' where id = ${id}`
   const [{ lockKey }] = await sql<[{ lockKey: number }]>`select lock_key from taskcast.workers where id = ${id}`
   /** Ends its lock connection, and resolves once PostgreSQL has let go of the lock. */
   const release = async () => {
