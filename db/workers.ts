@@ -37,6 +37,9 @@ export const workerHeartbeatMs = 1000
  */
 export const workerAliveSeconds = 3
 
+/** When a worker that says now that it runs stops counting as running. */
+const aliveUntil = (sql: Queryable) => sql`now() + make_interval(secs => ${workerAliveSeconds})`
+
 /**
  * Enters a worker in the registry, or updates its entry, with no free slot until it says so, and
  * takes its lock on `lockSql`, a pool of one connection kept for that alone (SqlOptions
@@ -51,7 +54,7 @@ export async function workerRegister(sql: Sql, lockSql: Sql, worker: WorkerEntry
     const entered = await sql`
       insert into taskcast.workers (id, queues, free, lease_seconds, channel, lock_key, alive_until)
       values (${worker.id}, ${worker.queues as string[]}::text[], 0, ${worker.leaseSeconds}, ${worker.channel}, ${key},
-              now() + make_interval(secs => ${workerAliveSeconds}))
+              ${aliveUntil(sql)})
       on conflict (id) do update
       set queues = excluded.queues, free = 0, lease_seconds = excluded.lease_seconds, channel = excluded.channel,
           lock_key = excluded.lock_key, alive_until = excluded.alive_until
@@ -86,8 +89,7 @@ export async function workerUnlock(lockSql: Sql): Promise<void> {
 /** Says that a worker still runs, for another workerAliveSeconds (see there). */
 export async function workerHeartbeat(sql: Sql, workerId: string): Promise<void> {
   await sql`
-    update taskcast.workers set alive_until = now() + make_interval(secs => ${workerAliveSeconds})
-    where id = ${workerId}`
+    update taskcast.workers set alive_until = ${aliveUntil(sql)} where id = ${workerId}`
 }
 
 /**
