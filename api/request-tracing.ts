@@ -1,6 +1,6 @@
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type TextMapGetter } from '@opentelemetry/api'
 import { Elysia } from 'elysia'
-import { runInSpan } from '../observability/spans.ts'
+import { runInSpan, spansExported } from '../observability/spans.ts'
 
 const tracer = trace.getTracer('taskcast-api')
 /** Probes and scrapes would fill the traces with noise. */
@@ -34,12 +34,14 @@ export const requestTracing = new Elysia({ name: 'taskcast-request-tracing' })
       const parent = propagation.extract(ROOT_CONTEXT, request.headers, fromHeaders)
       const span = tracer.startSpan(request.method, {
         kind: SpanKind.SERVER,
-        attributes: {
-          'http.request.method': request.method,
-          'url.path': path,
-          'url.scheme': request.url.slice(0, request.url.indexOf(':')),
-          'user_agent.original': request.headers.get('user-agent') ?? undefined,
-        },
+        attributes: spansExported()
+          ? {
+              'http.request.method': request.method,
+              'url.path': path,
+              'url.scheme': request.url.slice(0, request.url.indexOf(':')),
+              'user_agent.original': request.headers.get('user-agent') ?? undefined,
+            }
+          : undefined,
       }, parent)
       return runInSpan(span, parent, async () => {
         const response = (await (fn as (...a: unknown[]) => unknown)(...args)) as Response

@@ -21,6 +21,13 @@ export function setSpansExported(value: boolean): void {
   exported = value
 }
 
+/**
+ * Whether spans leave the process (see setSpansExported). Where they do not, a span is started
+ * without attributes: the SDK copies and checks every attribute of a span before its sampler says
+ * the span is not recorded, and those copies were most of the API's tracing work on each request.
+ */
+export const spansExported = (): boolean => exported
+
 export interface TaskInfo {
   id: string
   type: string
@@ -43,6 +50,10 @@ export async function withEnqueueSpan<T>(
   tasks: ReadonlyArray<{ type: string; queue: string }>,
   enqueue: (carrier: TraceCarrier) => Promise<T>,
 ): Promise<T> {
+  if (!exported) {
+    const span = tracer.startSpan('task.enqueue', { kind: SpanKind.PRODUCER })
+    return runInSpan(span, context.active(), () => enqueue(currentTraceCarrier()))
+  }
   const types = [...new Set(tasks.map((task) => task.type))]
   const queues = [...new Set(tasks.map((task) => task.queue))]
   const attributes: Attributes = {

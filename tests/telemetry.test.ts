@@ -157,9 +157,17 @@ describe('one trace from the HTTP request into the worker', () => {
     const before = received.length
     const { task, workerLogs } = await runTask({}, { seconds: 0, failTimes: 1 })
     expect(task.traceId).toMatch(/^[0-9a-f]{32}$/)
+    expect(task.traceId).not.toMatch(/^0+$/)
     const retryLine = workerLogs.find((line) => line.message === 'attempt failed; will retry')!
     expect(retryLine).toMatchObject({ taskId: task.id, trace_id: task.traceId })
     expect(received.length).toBe(before)
+  }, 60_000)
+
+  test('with no exporter configured, a traceparent sent with the request still names the task\'s trace', async () => {
+    const callerTrace = crypto.getRandomValues(new Uint8Array(16)).toHex()
+    const callerSpan = crypto.getRandomValues(new Uint8Array(8)).toHex()
+    const { task } = await runTask({}, { seconds: 0 }, { traceparent: `00-${callerTrace}-${callerSpan}-01` })
+    expect(task.traceId).toBe(callerTrace)
   }, 60_000)
 
   test('OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf sends protobuf', async () => {
