@@ -26,6 +26,8 @@ export interface EventHub {
   sharedRead<T>(taskId: string, afterSeq: number, read: () => Promise<T>): Promise<T>
   /** Ends every subscribed stream (API shutdown): clients reconnect elsewhere with Last-Event-ID. */
   endAll(): void
+  /** Settles once the hub listens for the subscriptions open now, having woken them (tests wait on it). */
+  listening(): Promise<void>
   /** Open subscriptions, for metrics and tests. */
   readonly size: number
   /** Whether the LISTEN connection is up (events are being received). */
@@ -52,22 +54,51 @@ function carriedEvent({ id, task, seq, kind, data, at }: v.InferOutput<typeof No
   return { id, taskId: task, seq, kind, data, createdAt: new Date(at) }
 }
 
+/** How long the hub keeps listening after its last subscription ends, for the next one. */
+const keepListeningMs = 10_000
+
 /**
  * Fans task events out to every stream of this process from its one LISTEN connection: a client
  * costs a closure in a map, never a database connection. A notification says "task X has event
  * N", with the event itself when it is small; streams read the rows they were not handed. After a
  * reconnect every stream is woken, since notifications sent while the connection was down are lost.
+ *
+ * The hub listens only while streams are open (and `keepListeningMs` after): otherwise PostgreSQL
+ * would wake its connection at every event of every task, for nothing. A stream opened while the
+ * LISTEN is being set up may have read before it took effect; every stream is woken once it has.
  */
-export function createEventHub(listener: Listener, log: Logger): EventHub {
+export function createEventHub(listener: Listener, log: Logger, { idleMs = keepListeningMs } = {}): EventHub {
   const byTask = new Map<string, Set<Wake>>()
   const byTenant = new Map<string, Set<Wake>>()
   const ends = new Set<() => void>()
   let size = 0
   /** Notifications seen per subscribed task (and in all, for reconnects): a read is current until the next. */
   const notified = new Map<string, number>()
-  let reconnects = 0
+  /** Times notifications may have been missed: the connection was made again, or a LISTEN began. */
+  let resets = 0
   const reads = new Map<string, { generation: string; result: Promise<unknown> }>()
-  const generation = (taskId: string) => `${reconnects}:${notified.get(taskId) ?? 0}`
+  const generation = (taskId: string) => `${resets}:${notified.get(taskId) ?? 0}`
+
+  const wakeAll = () => {
+    resets++
+    for (const topics of [byTask, byTenant]) for (const wakes of topics.values()) for (const wake of wakes) wake(0)
+  }
+  /** The LISTEN of the subscriptions open now, settled once it has taken effect; none while idle. */
+  let listening: Promise<void> | undefined
+  let idle: ReturnType<typeof setTimeout> | undefined
+  function keepListening() {
+    clearTimeout(idle)
+    listening ??= listener.listen(Channel.taskEvent).then(wakeAll)
+  }
+  function stopListeningSoon() {
+    clearTimeout(idle)
+    idle = setTimeout(() => {
+      if (size > 0 || !listening) return
+      listening = undefined
+      void listener.unlisten(Channel.taskEvent)
+    }, idleMs)
+    idle.unref?.()
+  }
 
   /** Adds `wake` under `key`; each subscription gets its own entry, so one client may subscribe twice. */
   function subscribe(topics: Map<string, Set<Wake>>, key: string, wake: Wake, end: () => void): () => void {
@@ -78,6 +109,7 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
     wakes.add(entry)
     ends.add(endEntry)
     size++
+    keepListening()
     return () => {
       ends.delete(endEntry)
       if (!wakes.delete(entry)) return
@@ -86,6 +118,7 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
         topics.delete(key)
         notified.delete(key)
       }
+      if (size === 0) stopListeningSoon()
     }
   }
 
@@ -109,11 +142,8 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
     notified.set(event.task, (notified.get(event.task) ?? 0) + 1)
     const carried = carriedEvent(event)
     for (const wake of wakes) wake(event.seq ?? 0, carried)
-  })
-  listener.onConnected(() => {
-    reconnects++
-    for (const topics of [byTask, byTenant]) for (const wakes of topics.values()) for (const wake of wakes) wake(0)
-  })
+  }, { onDemand: true })
+  listener.onConnected(wakeAll)
 
   return {
     subscribeTask: (taskId, wake, end) => subscribe(byTask, taskId, wake, end),
@@ -135,6 +165,7 @@ export function createEventHub(listener: Listener, log: Logger): EventHub {
     endAll() {
       for (const end of [...ends]) end()
     },
+    listening: () => listening ?? Promise.resolve(),
     get size() {
       return size
     },

@@ -16,8 +16,19 @@ export interface ListenerOptions {
 }
 
 export interface Listener {
-  /** Registers a handler for a channel; call before start(). */
-  on(channel: string, handler: (payload: string) => void): void
+  /**
+   * Registers a handler for a channel; call before start(). A channel registered `onDemand` is
+   * listened to only between listen() and unlisten().
+   */
+  on(channel: string, handler: (payload: string) => void, options?: { onDemand?: boolean }): void
+  /**
+   * Listens to an on-demand channel. Resolves once its notifications are delivered; or, when the
+   * connection is down, once that is known: the channel is listened to again as it reconnects,
+   * before onConnected handlers run.
+   */
+  listen(channel: string): Promise<void>
+  /** Stops listening to an on-demand channel. */
+  unlisten(channel: string): Promise<void>
   /**
    * Runs after the first connect and after every reconnect, once all channels are listened to
    * again: notifications sent while disconnected are lost, so this is where callers re-read state.
@@ -38,11 +49,30 @@ export const reconnectDelay = (attempt: number) => Math.min(500 * 2 ** attempt, 
  * One LISTEN connection for the whole process (pg-listen), configured not to give up:
  * pg-listen's defaults stop reconnecting after 3 s, never notice a stalled connection unless pg's
  * query_timeout is set, and end the process on a payload that is not JSON.
+ *
+ * A connection that listens to nothing costs the database nothing: PostgreSQL wakes every
+ * connection that listens to any channel of the database at every notifying commit, whatever the
+ * channel. On-demand channels let a process listen only while it has a use for what they carry.
  */
 export function createListener({ url, applicationName, log, healthCheckMs = 10_000 }: ListenerOptions): Listener {
   const handlers = new Map<string, (payload: string) => void>()
+  const onDemand = new Set<string>()
+  /** The on-demand channels to listen to now. */
+  const wanted = new Set<string>()
+  const listened = (channel: string) => !onDemand.has(channel) || wanted.has(channel)
   const connectedHandlers: Array<() => void> = []
+  /** The connection, once it is made (its channels may still be being listened to). */
   let subscriber: Subscriber | undefined
+  /**
+   * LISTEN and UNLISTEN statements, one at a time, in order: pg runs a client's queries in turn
+   * anyway, and warns (deprecated) when given a query while another is in flight.
+   */
+  let statements: Promise<unknown> = Promise.resolve()
+  const inTurn = (run: () => unknown): Promise<unknown> => {
+    const done = statements.then(run)
+    statements = done.catch(() => {})
+    return done
+  }
   let connected = false
   let stopped = false
   let reconnects = 0
@@ -86,8 +116,18 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
   }
 
   return {
-    on(channel, handler) {
+    on(channel, handler, { onDemand: demand = false } = {}) {
       handlers.set(channel, handler)
+      if (demand) onDemand.add(channel)
+    },
+    listen(channel) {
+      wanted.add(channel)
+      // Failed: the connection is down, and it listens to every wanted channel as it comes back.
+      return inTurn(() => subscriber?.listenTo(channel)).then(() => {}, () => {})
+    },
+    unlisten(channel) {
+      wanted.delete(channel)
+      return inTurn(() => subscriber?.unlisten(channel)).then(() => {}, () => {})
     },
     onConnected(handler) {
       connectedHandlers.push(handler)
@@ -97,17 +137,18 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
         const sub = create()
         try {
           await sub.connect()
-          // One at a time: pg runs a client's queries in turn anyway, and warns (deprecated) when
-          // given a query while another is in flight.
-          for (const channel of handlers.keys()) await sub.listenTo(channel)
+          subscriber = sub
+          await inTurn(async () => {
+            for (const channel of handlers.keys()) if (listened(channel)) await sub.listenTo(channel)
+          })
         } catch (error) {
+          subscriber = undefined
           await sub.close().catch(() => {})
           const delay = reconnectDelay(attempt)
           log.warn({ err: error, retryInMs: Math.round(delay) }, 'LISTEN connection failed; retrying')
           await Bun.sleep(delay)
           continue
         }
-        subscriber = sub
         // pg-listen emits "connected" after every reconnect, once the channels are listened to again.
         sub.events.on('connected', () => {
           reconnects++

@@ -102,3 +102,44 @@ test('a stalled (half-open) LISTEN connection is noticed by its health check and
     await listener.stop()
   }
 }, 30_000)
+
+test('an on-demand channel is listened to only between listen() and unlisten(), after a reconnect too', async () => {
+  const proxy = stallingProxy(new URL(testDb().url))
+  proxies.push(proxy)
+  const { sql } = testDb()
+  const channel = uniqueName('demand').replaceAll('-', '_')
+  const always = uniqueName('always').replaceAll('-', '_')
+  const onDemand: string[] = []
+  const marks: string[] = []
+  let connects = 0
+  const listener = createListener({ url: proxy.url, applicationName: 'taskcast-test-demand', log: quietLog, healthCheckMs: 1000 })
+  listener.on(channel, (payload) => onDemand.push(payload), { onDemand: true })
+  listener.on(always, (payload) => marks.push(payload))
+  listener.onConnected(() => connects++)
+  /** Notifies `channel`, then the channel always listened to: once the mark arrives, so has the first, if it was listened to. */
+  const notify = async (payload: string) => {
+    await sql`select pg_notify(${channel}, ${payload})`
+    await sql`select pg_notify(${always}, ${payload})`
+    await until(() => marks.includes(payload), 5000, `the mark after ${payload}`)
+  }
+  await listener.start()
+  try {
+    await notify('before listen')
+    expect(onDemand).toEqual([])
+
+    await listener.listen(channel)
+    await notify('while listened')
+    expect(onDemand).toEqual(['while listened'])
+
+    proxy.stallOpenConnections()
+    await until(() => connects >= 2, 15_000, 'the listener to reconnect')
+    await notify('after the reconnect')
+    expect(onDemand).toEqual(['while listened', 'after the reconnect'])
+
+    await listener.unlisten(channel)
+    await notify('after unlisten')
+    expect(onDemand).toEqual(['while listened', 'after the reconnect'])
+  } finally {
+    await listener.stop()
+  }
+}, 30_000)
