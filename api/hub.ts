@@ -97,7 +97,7 @@ export function createEventHub(listener: Listener, log: Logger, { idleMs = keepL
       listening = undefined
       void listener.unlisten(Channel.taskEvent)
     }, idleMs)
-    idle.unref?.()
+    idle.unref()
   }
 
   /** Adds `wake` under `key`; each subscription gets its own entry, so one client may subscribe twice. */

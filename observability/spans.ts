@@ -1,4 +1,4 @@
-import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
+import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type SpanOptions } from '@opentelemetry/api'
 import { contextFromCarrier, currentTraceCarrier, spanContextFromCarrier, type TraceCarrier } from './trace-context.ts'
 
 /**
@@ -50,10 +50,14 @@ export async function withEnqueueSpan<T>(
   tasks: ReadonlyArray<{ type: string; queue: string }>,
   enqueue: (carrier: TraceCarrier) => Promise<T>,
 ): Promise<T> {
-  if (!exported) {
-    const span = tracer.startSpan('task.enqueue', { kind: SpanKind.PRODUCER })
-    return runInSpan(span, context.active(), () => enqueue(currentTraceCarrier()))
-  }
+  const span = exported
+    ? tracer.startSpan(...enqueueSpan(tasks))
+    : tracer.startSpan('task.enqueue', { kind: SpanKind.PRODUCER })
+  return runInSpan(span, context.active(), () => enqueue(currentTraceCarrier()))
+}
+
+/** The name and options of an enqueue span that is exported. */
+function enqueueSpan(tasks: ReadonlyArray<{ type: string; queue: string }>): [string, SpanOptions] {
   const types = [...new Set(tasks.map((task) => task.type))]
   const queues = [...new Set(tasks.map((task) => task.queue))]
   const attributes: Attributes = {
@@ -62,9 +66,7 @@ export async function withEnqueueSpan<T>(
     'messaging.batch.message_count': tasks.length > 1 ? tasks.length : undefined,
     'taskcast.task.type': types.length === 1 ? types[0] : undefined,
   }
-  const name = `task.enqueue ${types.length === 1 ? types[0] : 'batch'}`
-  const span = tracer.startSpan(name, { kind: SpanKind.PRODUCER, attributes })
-  return runInSpan(span, context.active(), () => enqueue(currentTraceCarrier()))
+  return [`task.enqueue ${types.length === 1 ? types[0] : 'batch'}`, { kind: SpanKind.PRODUCER, attributes }]
 }
 
 /** Names the task on its enqueue span once its id is known. */
