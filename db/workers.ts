@@ -35,7 +35,7 @@ export const workerHeartbeatMs = 1000
  * that one late beat under load does not matter; a worker passed over is no loss, as its queue's
  * tasks then wait to be claimed.
  */
-export const workerAliveSeconds = 3
+const workerAliveSeconds = 3
 
 /** When a worker that says now that it runs stops counting as running. */
 const aliveUntil = (sql: Queryable) => sql`now() + make_interval(secs => ${workerAliveSeconds})`
