@@ -1,4 +1,6 @@
 import createSubscriber, { type Subscriber } from 'pg-listen'
+import { createSql, type Sql } from './client.ts'
+import { announcedChannel, listenAnnounce, listenAnnounced, listenUnannounce } from './notify.ts'
 
 /** What the listener needs of a logger (pino's shape). */
 interface Log {
@@ -42,6 +44,9 @@ export interface Listener {
   readonly reconnects: number
 }
 
+/** How often a listener of the announced channel checks that its announcement still holds. */
+const announceCheckMs = 1000
+
 /** Reconnect delays: 0.5 s doubling to 10 s, each scaled by a random factor in [0.5, 1). */
 export const reconnectDelay = (attempt: number) => Math.min(500 * 2 ** attempt, 10_000) * (0.5 + Math.random() / 2)
 
@@ -53,6 +58,11 @@ export const reconnectDelay = (attempt: number) => Math.min(500 * 2 ** attempt, 
  * A connection that listens to nothing costs the database nothing: PostgreSQL wakes every
  * connection that listens to any channel of the database at every notifying commit, whatever the
  * channel. On-demand channels let a process listen only while it has a use for what they carry.
+ *
+ * While it listens to the announced channel (task events), the listener says so with a lock held
+ * on a connection beside its LISTEN's, opened when first needed; notifiers send that channel's
+ * notices only while someone does (db/notify.ts). The announcement is checked every second: if its
+ * connection was lost, it is made again, and onConnected handlers run, as after a reconnect.
  */
 export function createListener({ url, applicationName, log, healthCheckMs = 10_000 }: ListenerOptions): Listener {
   const handlers = new Map<string, (payload: string) => void>()
@@ -81,6 +91,46 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
     connected = true
     for (const handler of connectedHandlers) handler()
   }
+
+  /** The connection that holds the announcement, and whether it is believed to hold it. */
+  let announceSql: Sql | undefined
+  let announced = false
+  let announceCheck: ReturnType<typeof setInterval> | undefined
+  /** Announcements and their checks, one at a time, in order (one connection, one lock count). */
+  let announcing: Promise<unknown> = Promise.resolve()
+  const announceInTurn = <T>(run: () => Promise<T>): Promise<T> => {
+    const done = announcing.then(run)
+    announcing = done.catch(() => {})
+    return done
+  }
+  const announceWanted = () => !stopped && handlers.has(announcedChannel) && listened(announcedChannel)
+  /** Announces the LISTEN if it should be and is not (or no longer); true when it was announced now. */
+  const announce = () => announceInTurn(async () => {
+    if (!announceWanted()) return false
+    announceSql ??= createSql(url, { max: 1, applicationName: `${applicationName}-announce`, keepConnections: true, statementTimeoutMs: 5000 })
+    if (announced && await listenAnnounced(announceSql)) return false
+    announced = false
+    await listenAnnounce(announceSql)
+    announced = true
+    return true
+  })
+  const unannounce = () => announceInTurn(async () => {
+    if (announceWanted() || !announced || !announceSql) return
+    announced = false
+    await listenUnannounce(announceSql)
+  })
+  let announceFailing = false
+  /** Notices may have been skipped while the announcement was lost: handlers re-read, as after a reconnect. */
+  const checkAnnouncement = () => announce().then(
+    (renewed) => {
+      announceFailing = false
+      if (renewed && connected) runConnectedHandlers()
+    },
+    (error) => {
+      if (!announceFailing) log.warn({ err: error }, 'could not announce the LISTEN; retrying every second')
+      announceFailing = true
+    },
+  )
 
   function create(): Subscriber {
     const sub = createSubscriber(
@@ -123,11 +173,14 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
     listen(channel) {
       wanted.add(channel)
       // Failed: the connection is down, and it listens to every wanted channel as it comes back.
+      // Not announced: the next check announces it, and handlers re-read then.
       return inTurn(() => subscriber?.listenTo(channel)).then(() => {}, () => {})
+        .then(() => (channel === announcedChannel ? announce().then(() => {}, () => {}) : undefined))
     },
     unlisten(channel) {
       wanted.delete(channel)
       return inTurn(() => subscriber?.unlisten(channel)).then(() => {}, () => {})
+        .then(() => (channel === announcedChannel ? unannounce().catch(() => {}) : undefined))
     },
     onConnected(handler) {
       connectedHandlers.push(handler)
@@ -154,7 +207,13 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
           reconnects++
           log.info({}, 'LISTEN connection restored')
           runConnectedHandlers()
+          void checkAnnouncement()
         })
+        if (handlers.has(announcedChannel)) {
+          await announce().catch(() => {})
+          announceCheck = setInterval(checkAnnouncement, announceCheckMs)
+          announceCheck.unref()
+        }
         runConnectedHandlers()
         return
       }
@@ -162,7 +221,9 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
     async stop() {
       stopped = true
       connected = false
+      clearInterval(announceCheck)
       await subscriber?.close().catch(() => {})
+      await announceSql?.end({ timeout: 1 }).catch(() => {})
     },
     get connected() {
       return connected

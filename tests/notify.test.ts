@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { Channel, createSql, type Sql } from '../db/client.ts'
 import { createListener } from '../db/listener.ts'
-import { createNotifier, notifyAfterCommit, type Notifier } from '../db/notify.ts'
+import { createNotifier, listenLock, notifyAfterCommit, type Notifier } from '../db/notify.ts'
 import { taskInsert } from '../db/tasks.ts'
 import { taskClaim, taskSucceed } from '../db/task-leases.ts'
 import { testDb } from './support/database.ts'
@@ -68,5 +68,56 @@ test('notices whose payload holds an ASCII separator still arrive intact, in the
     expect(payloads.toSorted()).toEqual(sent.toSorted())
   } finally {
     await listener.stop()
+  }
+})
+
+test('task-event notices go out only while a listener says it listens to them', async () => {
+  const { sql: plain } = testDb()
+  const tenant = await newTenant()
+  const queue = uniqueName('q')
+  const mark = uniqueName('taskcast_test_mark')
+  const heard: Array<{ tenant?: string; task?: string; seq?: number }> = []
+  const marks: string[] = []
+  // A bare LISTEN, which says nothing: it hears task events only while someone else says so.
+  const bare = createSql(testDb().url, { max: 1, applicationName: 'taskcast-test-bare-listen' })
+  await bare.listen(Channel.taskEvent, (payload) => heard.push(JSON.parse(payload)))
+  await bare.listen(mark, (payload) => marks.push(payload))
+  const heardOfTenant = () => heard.filter((e) => e.tenant === tenant.id)
+  const announcers = async () => {
+    const [{ n }] = await plain<[{ n: number }]>`
+      select count(*)::int as n from pg_locks
+      where locktype = 'advisory' and classid = ${listenLock.class} and objid = ${listenLock.key} and objsubid = 2 and granted`
+    return n
+  }
+  // The notifier sends in order: once a later mark is heard, every notice sent before it would have been.
+  const sendMark = async (label: string) => {
+    notifier.send([{ channel: mark, payload: label }])
+    await until(async () => marks.includes(label), 5000, `the mark ${label}`)
+  }
+  const claimOne = async () =>
+    (await taskClaim(sql, { workerId: 'notify-test', queues: [queue], limit: 1, leaseSeconds: 30 }))[0]!
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-announcing', log: quietLog })
+  listener.on(Channel.taskEvent, () => {})
+  try {
+    await until(async () => (await announcers()) === 0, 5000, 'listeners of other tests to be gone')
+    await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
+    await sendMark('insert')
+    expect(heardOfTenant()).toEqual([])
+
+    await listener.start()
+    expect(await announcers()).toBe(1)
+    const first = await claimOne()
+    await until(async () => heardOfTenant().length === 1, 5000, 'the running notice')
+    expect(heardOfTenant()).toEqual([expect.objectContaining({ task: first.id, seq: 2 })])
+
+    await listener.stop()
+    await until(async () => (await announcers()) === 0, 5000, 'the announcement to end with its connection')
+    const second = await claimOne()
+    await sendMark('second claim')
+    expect(heardOfTenant().map((e) => e.task)).toEqual([first.id])
+    expect(await plain`select 1 from taskcast.task_events where task_id = ${second.id} and seq = 2`).toHaveLength(1)
+  } finally {
+    await listener.stop()
+    await bare.end()
   }
 })

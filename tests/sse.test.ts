@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Channel, createSql, type Sql } from '../db/client.ts'
-import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
+import { createNotifier, listenLock, notifyAfterCommit } from '../db/notify.ts'
 import { taskClaim, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
 import { taskInsert, type TaskRow } from '../db/tasks.ts'
 import { testDb } from './support/database.ts'
@@ -189,6 +189,36 @@ describe('the LISTEN connection', () => {
     const read = await reading
     expect(read.events.map((event) => event.data.status)).toEqual(['queued', 'running', 'succeeded'])
     await until(() => api.listener.connected, 10_000, 'the listener to reconnect')
+  })
+
+  test('says again that it listens once the connection saying so is lost, and streams re-read what no notice announced', async () => {
+    const { sql } = testDb()
+    const notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
+    const writes = notifyAfterCommit(createSql(testDb().url, { max: 2, applicationName: 'taskcast-test-worker-writes' }), notifier)
+    const announced = async () => (await sql`
+      select 1 from pg_locks where locktype = 'advisory' and classid = ${listenLock.class} and objid = ${listenLock.key} and granted`).length
+    const [task] = await taskInsert(sql, [newTask(tenant.id)])
+    const follow = followSse(await openStream(task!.id))
+    try {
+      await follow.waitFor((read) => read.events.length === 1, 5000, 'the replay of the queued event')
+      await api.hub.listening()
+      expect(await announced()).toBe(1)
+      const [announcer] = await sql<[{ pid: number }]>`
+        select pid from pg_stat_activity where application_name = 'taskcast-test-api-announce'`
+      await sql`select pg_terminate_backend(${announcer!.pid})`
+      await until(async () => (await sql`select 1 from pg_stat_activity where pid = ${announcer!.pid}`).length === 0,
+        5000, 'the announcing backend to end')
+      // Written through a notifier, as a worker writes: while nobody says it listens, no notice goes out.
+      const [claimed] = await taskClaim(writes, { workerId: 'sse-test', queues: [task!.queue], limit: 1, leaseSeconds: 30 })
+      await taskSucceed(writes, { id: claimed!.id, attempt: claimed!.attempt, workerId: 'sse-test' }, { after: 'announcing again' })
+      await follow.waitFor((read) => read.events.some(isTerminalEvent), 10_000, 'the running and succeeded events')
+      expect(follow.read.events.map((event) => event.data.status)).toEqual(['queued', 'running', 'succeeded'])
+      await until(async () => (await announced()) === 1, 5000, 'the announcement to be made again')
+    } finally {
+      await follow.close()
+      await writes.end()
+      await notifier.end()
+    }
   })
 })
 
