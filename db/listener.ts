@@ -1,6 +1,6 @@
 import createSubscriber, { type Subscriber } from 'pg-listen'
 import { createSql, type Sql } from './client.ts'
-import { announcedChannel, listenAnnounce, listenAnnounced, listenUnannounce } from './notify.ts'
+import { announcedChannel, listenAnnounce, listenUnannounce } from './notify.ts'
 
 /** What the listener needs of a logger (pino's shape). */
 interface Log {
@@ -92,11 +92,10 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
     for (const handler of connectedHandlers) handler()
   }
 
-  /** The connection that holds the announcement, and whether it is believed to hold it. */
+  /** The connection that holds the announcement. */
   let announceSql: Sql | undefined
-  let announced = false
   let announceCheck: ReturnType<typeof setInterval> | undefined
-  /** Announcements and their checks, one at a time, in order (one connection, one lock count). */
+  /** Announcements and their checks, one at a time, in order. */
   let announcing: Promise<unknown> = Promise.resolve()
   const announceInTurn = <T>(run: () => Promise<T>): Promise<T> => {
     const done = announcing.then(run)
@@ -108,16 +107,10 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
   const announce = () => announceInTurn(async () => {
     if (!announceWanted()) return false
     announceSql ??= createSql(url, { max: 1, applicationName: `${applicationName}-announce`, keepConnections: true, statementTimeoutMs: 5000 })
-    if (announced && await listenAnnounced(announceSql)) return false
-    announced = false
-    await listenAnnounce(announceSql)
-    announced = true
-    return true
+    return listenAnnounce(announceSql)
   })
   const unannounce = () => announceInTurn(async () => {
-    if (announceWanted() || !announced || !announceSql) return
-    announced = false
-    await listenUnannounce(announceSql)
+    if (!announceWanted() && announceSql) await listenUnannounce(announceSql)
   })
   let announceFailing = false
   /** Notices may have been skipped while the announcement was lost: handlers re-read, as after a reconnect. */

@@ -35,25 +35,24 @@ export const announcedChannel = Channel.taskEvent
 /** The lock's two keys, as pg_locks shows them (classid, objid): apart from the workers' (0x7a5c). */
 export const listenLock = { class: 0x7a5d, key: 1 }
 
-/** Says that this connection listens to the announced channel; waits while a notifier looks. */
-export async function listenAnnounce(sql: Sql): Promise<void> {
-  await sql`select pg_advisory_lock_shared(${listenLock.class}, ${listenLock.key})`
+/**
+ * Says that this connection listens to the announced channel, unless it already does (its
+ * connection may have been replaced since); true when it says so now. Waits while a notifier looks.
+ */
+export async function listenAnnounce(sql: Sql): Promise<boolean> {
+  const taken = await sql`
+    select pg_advisory_lock_shared(${listenLock.class}, ${listenLock.key})
+    where not exists (
+      select 1 from pg_locks
+      where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${listenLock.class}
+        and objid = ${listenLock.key} and objsubid = 2 and granted
+    )`
+  return taken.length > 0
 }
 
 /** Takes back what listenAnnounce said (the lock also ends with the connection). */
 export async function listenUnannounce(sql: Sql): Promise<void> {
   await sql`select pg_advisory_unlock_shared(${listenLock.class}, ${listenLock.key})`
-}
-
-/** Whether this connection still says it listens (its connection may have been replaced since). */
-export async function listenAnnounced(sql: Sql): Promise<boolean> {
-  const [{ held }] = await sql<[{ held: boolean }]>`
-    select exists (
-      select 1 from pg_locks
-      where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${listenLock.class}
-        and objid = ${listenLock.key} and objsubid = 2 and granted
-    ) as held`
-  return held
 }
 
 const retries = 5

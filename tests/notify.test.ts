@@ -96,8 +96,9 @@ test('task-event notices go out only while a listener says it listens to them', 
   }
   const claimOne = async () =>
     (await taskClaim(sql, { workerId: 'notify-test', queues: [queue], limit: 1, leaseSeconds: 30 }))[0]!
+  // Listened to on demand, as the API's hub does while it has streams open.
   const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-announcing', log: quietLog })
-  listener.on(Channel.taskEvent, () => {})
+  listener.on(Channel.taskEvent, () => {}, { onDemand: true })
   try {
     await until(async () => (await announcers()) === 0, 5000, 'listeners of other tests to be gone')
     await taskInsert(sql, [newTask(tenant.id, { queue }), newTask(tenant.id, { queue })])
@@ -105,13 +106,15 @@ test('task-event notices go out only while a listener says it listens to them', 
     expect(heardOfTenant()).toEqual([])
 
     await listener.start()
+    expect(await announcers()).toBe(0)
+    await listener.listen(Channel.taskEvent)
     expect(await announcers()).toBe(1)
     const first = await claimOne()
     await until(async () => heardOfTenant().length === 1, 5000, 'the running notice')
     expect(heardOfTenant()).toEqual([expect.objectContaining({ task: first.id, seq: 2 })])
 
-    await listener.stop()
-    await until(async () => (await announcers()) === 0, 5000, 'the announcement to end with its connection')
+    await listener.unlisten(Channel.taskEvent)
+    expect(await announcers()).toBe(0)
     const second = await claimOne()
     await sendMark('second claim')
     expect(heardOfTenant().map((e) => e.task)).toEqual([first.id])
