@@ -113,17 +113,25 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
     if (!announceWanted() && announceSql) await listenUnannounce(announceSql)
   })
   let announceFailing = false
+  /** A check is under way: the next waits for it rather than queueing behind a connection that may hang. */
+  let checking = false
   /** Notices may have been skipped while the announcement was lost: handlers re-read, as after a reconnect. */
-  const checkAnnouncement = () => announce().then(
-    (renewed) => {
-      announceFailing = false
-      if (renewed && connected) runConnectedHandlers()
-    },
-    (error) => {
-      if (!announceFailing) log.warn({ err: error }, 'could not announce the LISTEN; retrying every second')
-      announceFailing = true
-    },
-  )
+  const checkAnnouncement = () => {
+    if (checking) return
+    checking = true
+    void announce().then(
+      (renewed) => {
+        announceFailing = false
+        if (renewed && connected) runConnectedHandlers()
+      },
+      (error) => {
+        if (!announceFailing) log.warn({ err: error }, 'could not announce the LISTEN; retrying every second')
+        announceFailing = true
+      },
+    ).finally(() => {
+      checking = false
+    })
+  }
 
   function create(): Subscriber {
     const sub = createSubscriber(
@@ -200,7 +208,7 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
           reconnects++
           log.info({}, 'LISTEN connection restored')
           runConnectedHandlers()
-          void checkAnnouncement()
+          checkAnnouncement()
         })
         if (handlers.has(announcedChannel)) {
           await announce().catch(() => {})
