@@ -47,6 +47,16 @@ export interface Listener {
 /** How often a listener of the announced channel checks that its announcement still holds. */
 const announceCheckMs = 1000
 
+/** Runs what it is given one at a time, in the order given, whether or not each succeeds. */
+function oneAtATime() {
+  let last: Promise<unknown> = Promise.resolve()
+  return <T>(run: () => T | Promise<T>): Promise<T> => {
+    const done = last.then(run)
+    last = done.catch(() => {})
+    return done
+  }
+}
+
 /** Reconnect delays: 0.5 s doubling to 10 s, each scaled by a random factor in [0.5, 1). */
 export const reconnectDelay = (attempt: number) => Math.min(500 * 2 ** attempt, 10_000) * (0.5 + Math.random() / 2)
 
@@ -77,12 +87,7 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
    * LISTEN and UNLISTEN statements, one at a time, in order: pg runs a client's queries in turn
    * anyway, and warns (deprecated) when given a query while another is in flight.
    */
-  let statements: Promise<unknown> = Promise.resolve()
-  const inTurn = (run: () => unknown): Promise<unknown> => {
-    const done = statements.then(run)
-    statements = done.catch(() => {})
-    return done
-  }
+  const inTurn = oneAtATime()
   let connected = false
   let stopped = false
   let reconnects = 0
@@ -96,12 +101,7 @@ export function createListener({ url, applicationName, log, healthCheckMs = 10_0
   let announceSql: Sql | undefined
   let announceCheck: ReturnType<typeof setInterval> | undefined
   /** Announcements and their checks, one at a time, in order. */
-  let announcing: Promise<unknown> = Promise.resolve()
-  const announceInTurn = <T>(run: () => Promise<T>): Promise<T> => {
-    const done = announcing.then(run)
-    announcing = done.catch(() => {})
-    return done
-  }
+  const announceInTurn = oneAtATime()
   const announceWanted = () => !stopped && handlers.has(announcedChannel) && listened(announcedChannel)
   /** Announces the LISTEN if it should be and is not (or no longer); true when it was announced now. */
   const announce = () => announceInTurn(async () => {

@@ -1,5 +1,5 @@
 import { createBatcher } from './batch.ts'
-import { Channel, createSql, isConnectionError, type Queryable, type Sql } from './client.ts'
+import { advisoryLockHeldHere, Channel, createSql, isConnectionError, type Queryable, type Sql } from './client.ts'
 
 export interface Notice {
   channel: string
@@ -42,11 +42,7 @@ export const listenLock = { class: 0x7a5d, key: 1 }
 export async function listenAnnounce(sql: Sql): Promise<boolean> {
   const taken = await sql`
     select pg_advisory_lock_shared(${listenLock.class}, ${listenLock.key})
-    where not exists (
-      select 1 from pg_locks
-      where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${listenLock.class}
-        and objid = ${listenLock.key} and objsubid = 2 and granted
-    )`
+    where not ${advisoryLockHeldHere(sql, listenLock.class, listenLock.key)}`
   return taken.length > 0
 }
 
