@@ -100,16 +100,24 @@ export async function tenantLatestEvent(sql: Sql, tenantId: string): Promise<{ i
 export type Fragment = postgres.PendingQuery<postgres.Row[]>
 
 /**
- * Wraps a statement that changes task rows (`insert/update … returning *`) so that, in the same
- * statement and so the same transaction, each changed row gets its event appended (seq = the row's
- * new last_seq), and listeners are notified of the event (whole when it is small, else by its ids):
- * after the commit through the pool's notifier when it has one (see db/notify.ts), else, or with
- * `inStatement`, by a NOTIFY in the statement itself (delivered at its commit, one hop sooner).
- * `data` is an expression over the changed row. With `wake`, the workers of the rows' queues are
- * notified too (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can
- * have opened yet) there is one notification per tenant, with its latest event id. `columns`
- * (over `changed`; default all) trims what comes back, which hot paths need not send and parse.
- * `alongside`, a statement that may read `changed`, runs in the same statement (and commit).
+ * What withEvent reads of every changed row, for a hot path's `returning` list (plus what its
+ * `data` and `columns` read): returned whole (`returning *`), each row was copied with all its
+ * columns, the payload too, into the statement's temporary store.
+ */
+export const eventColumns = (sql: Queryable) => sql`id, tenant_id, queue, last_seq`
+
+/**
+ * Wraps a statement that changes task rows (`insert/update … returning *`; on hot paths, only
+ * eventColumns and what `data` and `columns` read) so that, in the same statement and so the same
+ * transaction, each changed row gets its event appended (seq = the row's new last_seq), and
+ * listeners are notified of the event (whole when it is small, else by its ids): after the commit
+ * through the pool's notifier when it has one (see db/notify.ts), else, or with `inStatement`, by
+ * a NOTIFY in the statement itself (delivered at its commit, one hop sooner). `data` is an
+ * expression over the changed row. With `wake`, the workers of the rows' queues are notified too
+ * (the rows became claimable). With `perTenant` (new tasks, whose streams nobody can have opened
+ * yet) there is one notification per tenant, with its latest event id. `columns` (over `changed`;
+ * default all) trims what comes back, which hot paths need not send and parse. `alongside`, a
+ * statement that may read `changed`, runs in the same statement (and commit).
  */
 export async function withEvent<Row extends object>(
   sql: Queryable,

@@ -1,5 +1,5 @@
 import { Channel, type Queryable, type Sql } from './client.ts'
-import { withEvent } from './task-events.ts'
+import { eventColumns, withEvent } from './task-events.ts'
 import { workerAlive } from './workers.ts'
 import type { Progress, TaskError, TaskStatus } from './contracts.ts'
 
@@ -69,8 +69,8 @@ export async function taskInsert(sql: Queryable, tasks: NewTask[]): Promise<Task
                 ${runAts}::text[], ${column('traceparent')}::text[], ${column('tracestate')}::text[])
       as n(id, tenant_id, type, queue, priority, payload, max_attempts, timeout_seconds, run_at,
            traceparent, tracestate)
-    returning *`,
-    'status', sql`jsonb_build_object('status', status, 'attempt', attempt)`,
+    returning ${eventColumns(sql)}, run_at, created_at`,
+    'status', sql`'{"status": "queued", "attempt": 0}'::jsonb`, // a new task's event: the same for all
     { wake: true, perTenant: true, columns: sql`changed.id, changed.run_at, changed.created_at` })
   const byId = new Map(rows.map((row) => [row.id, row]))
   return tasks.map((task) => {
