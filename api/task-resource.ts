@@ -43,10 +43,23 @@ export const TaskResource = v.pipe(
 )
 export type TaskResource = v.InferOutput<typeof TaskResource>
 
-const iso = (date: Date | null) => date?.toISOString() ?? null
+/**
+ * A time as ISO 8601. The tasks of one insert share their times (created, and to run, now), so
+ * the last one is kept: a batch of 1,000 tasks formats one, not 2,000.
+ */
+let lastTime = Number.NaN
+let lastIso = ''
+function iso(date: Date): string {
+  const time = date.getTime()
+  if (time !== lastTime) {
+    lastTime = time
+    lastIso = date.toISOString()
+  }
+  return lastIso
+}
 
-/** The trace id inside a W3C traceparent: "00-<trace id>-<span id>-<flags>". */
-export const traceIdOf = (traceparent: string | null) => traceparent?.split('-')[1] ?? null
+/** The trace id inside a W3C traceparent, "00-<trace id>-<span id>-<flags>", as stored by the API. */
+export const traceIdOf = (traceparent: string | null) => (traceparent ? traceparent.slice(3, 35) : null)
 
 export function taskResource(task: TaskRow, tokens: StreamTokens): TaskResource {
   const self = `/v1/tasks/${task.id}`
@@ -64,10 +77,10 @@ export function taskResource(task: TaskRow, tokens: StreamTokens): TaskResource 
     attempt: task.attempt,
     maxAttempts: task.maxAttempts,
     timeoutSeconds: task.timeoutSeconds,
-    runAt: task.runAt.toISOString(),
-    createdAt: task.createdAt.toISOString(),
-    startedAt: iso(task.startedAt),
-    finishedAt: iso(task.finishedAt),
+    runAt: iso(task.runAt),
+    createdAt: iso(task.createdAt),
+    startedAt: task.startedAt && iso(task.startedAt),
+    finishedAt: task.finishedAt && iso(task.finishedAt),
     cancelRequested: task.cancelRequested,
     traceId: traceIdOf(task.traceparent),
     links: { self, events: `${self}/events?token=${token}`, cancel: `${self}/cancel` },
