@@ -97,6 +97,27 @@ describe('taskInsert', () => {
     expect(tasks).toEqual(stored as typeof tasks)
     expect(tasks[1]!.runAt.getTime()).toBe(later.getTime())
   })
+
+  test('stores every column as given, whether the tasks share its value or each has its own', async () => {
+    const { sql } = testDb()
+    const [one, other] = [await newTenant(), await newTenant()]
+    const later = new Date(Date.now() + 60_000)
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
+    const alike = { type: 'demo.noop', queue: uniqueName('q'), priority: 5, maxAttempts: 2, timeoutSeconds: 99, runAt: later, traceparent, tracestate: 'k=v' }
+    const sharing = Array.from({ length: 3 }, (_, i) => newTask(one.id, { ...alike, payload: { i } }))
+    const differing = [
+      newTask(one.id, { ...alike, payload: { i: 0 } }),
+      newTask(other.id, { type: 'demo.sleep', priority: -3, maxAttempts: 7, timeoutSeconds: 5, runAt: null, traceparent: null, tracestate: null }),
+    ]
+    for (const batch of [sharing, differing]) {
+      const tasks = await taskInsert(sql, batch)
+      const stored = await Promise.all(tasks.map((task) => taskGet(sql, task.tenantId, task.id)))
+      expect(stored).toEqual(batch.map((task, i) => expect.objectContaining({
+        ...task, status: 'queued', runAt: task.runAt ?? stored[i]!.createdAt,
+      })))
+      expect(tasks).toEqual(stored as typeof tasks)
+    }
+  })
 })
 
 describe('taskClaim', () => {
