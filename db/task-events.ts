@@ -1,6 +1,6 @@
 import type postgres from 'postgres'
 import { Channel, type Queryable, type Sql } from './client.ts'
-import { notifierOf, type Notice } from './notify.ts'
+import { notifierOf, unheard, type Notice } from './notify.ts'
 
 export interface TaskEventRow {
   id: number
@@ -135,13 +135,14 @@ export async function withEvent<Row extends object>(
   // Run for its effect: PostgreSQL runs every data-modifying WITH statement, read or not.
   const also = alongside ? sql`, alongside as (${alongside})` : sql``
   if (notifier) {
+    // Whether anyone listens for the events is looked at in this transaction (see unheard).
     const rows = await sql<Array<Row & NoticeRow>>`
-      with changed as (${change}), events as (${insertEvents})${also}
+      with changed as (${change}), events as (${insertEvents}), listeners as (select ${unheard(sql)} as unheard)${also}
       select ${columns ?? sql`changed.*`}, changed.id, changed.tenant_id, changed.queue, events.id as event_id,
-             events.seq as event_seq, events.data as event_data, events.created_at as event_at
-      from changed join events on events.task_id = changed.id`
-    notifier.send(notices(rows, { kind, wake, perTenant }))
-    return rows.map(({ eventId: _id, eventSeq: _seq, eventData: _data, eventAt: _at, ...row }) => row as unknown as Row)
+             events.seq as event_seq, events.data as event_data, events.created_at as event_at, listeners.unheard
+      from changed join events on events.task_id = changed.id cross join listeners`
+    notifier.send(notices(rows, { kind, wake, perTenant, heard: !rows[0]?.unheard }))
+    return rows.map(({ eventId: _id, eventSeq: _seq, eventData: _data, eventAt: _at, unheard: _unheard, ...row }) => row as unknown as Row)
   }
   const notify = perTenant
     ? sql`select count(pg_notify(${Channel.taskEvent}, json_build_object('tenant', tenant_id, 'id', id)::text))
@@ -172,6 +173,7 @@ interface NoticeRow {
   eventSeq: number
   eventData: Record<string, unknown>
   eventAt: Date
+  unheard: boolean
 }
 
 /** NOTIFY payloads must stay under 8000 bytes; an event too big to go whole is only named. */
@@ -181,15 +183,16 @@ const maxWholeNotice = 7000
  * The notifications for changed rows and their events, as the in-statement NOTIFYs would send
  * them, plus each event itself when it is small (`kind`, `data`, `at`): a stream that has sent
  * everything up to the seq before can send it without reading the log. Sent after the commit,
- * so the event is stored before anyone sees it.
+ * so the event is stored before anyone sees it. Without `heard`, only the wake-ups.
  */
-function notices(rows: NoticeRow[], { kind, wake, perTenant }: { kind: 'status' | 'progress'; wake: boolean; perTenant: boolean }): Notice[] {
+function notices(rows: NoticeRow[], { kind, wake, perTenant, heard }:
+  { kind: 'status' | 'progress'; wake: boolean; perTenant: boolean; heard: boolean }): Notice[] {
   const out: Notice[] = []
-  if (perTenant) {
+  if (heard && perTenant) {
     const latest = new Map<string, number>()
     for (const row of rows) latest.set(row.tenantId, Math.max(latest.get(row.tenantId) ?? 0, Number(row.eventId)))
     for (const [tenant, id] of latest) out.push({ channel: Channel.taskEvent, payload: JSON.stringify({ tenant, id }) })
-  } else {
+  } else if (heard) {
     for (const row of rows) {
       const named = { task: row.id, tenant: row.tenantId, seq: row.eventSeq, id: Number(row.eventId) }
       const whole = JSON.stringify({ ...named, kind, data: row.eventData, at: row.eventAt.toISOString() })

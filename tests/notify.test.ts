@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { Channel, createSql, type Sql } from '../db/client.ts'
 import { createListener } from '../db/listener.ts'
-import { createNotifier, listenLock, notifyAfterCommit, type Notifier } from '../db/notify.ts'
+import { createNotifier, listenLock, notifyAfterCommit, unheard, type Notifier } from '../db/notify.ts'
 import { taskInsert } from '../db/tasks.ts'
 import { taskClaim, taskSucceed } from '../db/task-leases.ts'
 import { testDb } from './support/database.ts'
@@ -71,6 +71,17 @@ test('notices whose payload holds an ASCII separator still arrive intact, in the
   }
 })
 
+/** How many connections say they listen to task events: those holding every key of the lock. */
+async function announcers(): Promise<number> {
+  const [{ n }] = await testDb().sql<[{ n: number }]>`
+    select count(*)::int as n from (
+      select pid from pg_locks
+      where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and granted
+      group by pid having count(*) = ${listenLock.keys}
+    ) announcing`
+  return n
+}
+
 test('task-event notices go out only while a listener says it listens to them', async () => {
   const { sql: plain } = testDb()
   const tenant = await newTenant()
@@ -83,12 +94,6 @@ test('task-event notices go out only while a listener says it listens to them', 
   await bare.listen(Channel.taskEvent, (payload) => heard.push(JSON.parse(payload)))
   await bare.listen(mark, (payload) => marks.push(payload))
   const heardOfTenant = () => heard.filter((e) => e.tenant === tenant.id)
-  const announcers = async () => {
-    const [{ n }] = await plain<[{ n: number }]>`
-      select count(*)::int as n from pg_locks
-      where locktype = 'advisory' and classid = ${listenLock.class} and objid = ${listenLock.key} and objsubid = 2 and granted`
-    return n
-  }
   // The notifier sends in order: once a later mark is heard, every notice sent before it would have been.
   const sendMark = async (label: string) => {
     notifier.send([{ channel: mark, payload: label }])
@@ -122,5 +127,36 @@ test('task-event notices go out only while a listener says it listens to them', 
   } finally {
     await listener.stop()
     await bare.end()
+  }
+})
+
+test('a listener that says it listens waits for the commit of a writer that found nobody listening', async () => {
+  const writer = createSql(testDb().url, { max: 1, applicationName: 'taskcast-test-unheard-writer' })
+  const listener = createListener({ url: testDb().url, applicationName: 'taskcast-test-late-announcer', log: quietLog })
+  listener.on(Channel.taskEvent, () => {}, { onDemand: true })
+  const waitingAnnouncements = async () => (await testDb().sql`
+    select 1 from pg_locks
+    where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and not granted`).length
+  try {
+    await until(async () => (await announcers()) === 0, 5000, 'listeners of other tests to be gone')
+    await listener.start()
+    let announced = false
+    await writer.begin(async (tx) => {
+      const [{ nobody }] = await tx<[{ nobody: boolean }]>`select ${unheard(tx)} as nobody`
+      expect(nobody).toBe(true)
+      const listening = listener.listen(Channel.taskEvent).then(() => { announced = true })
+      await until(async () => (await waitingAnnouncements()) === 1, 5000, 'the announcement to wait for the writer')
+      expect(announced).toBe(false)
+      expect(await announcers()).toBe(0)
+      void listening
+    })
+    await until(() => announced, 5000, 'the announcement, once the writer committed')
+    expect(await announcers()).toBe(1)
+    // Now a writer finds someone listening, and sends its notices.
+    const [{ nobody }] = await writer<[{ nobody: boolean }]>`select ${unheard(writer)} as nobody`
+    expect(nobody).toBe(false)
+  } finally {
+    await listener.stop()
+    await writer.end()
   }
 })

@@ -196,7 +196,8 @@ describe('the LISTEN connection', () => {
     const notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
     const writes = notifyAfterCommit(createSql(testDb().url, { max: 2, applicationName: 'taskcast-test-worker-writes' }), notifier)
     const announced = async () => (await sql`
-      select 1 from pg_locks where locktype = 'advisory' and classid = ${listenLock.class} and objid = ${listenLock.key} and granted`).length
+      select pid from pg_locks where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and granted
+      group by pid having count(*) = ${listenLock.keys}`).length
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
     const follow = followSse(await openStream(task!.id))
     try {
