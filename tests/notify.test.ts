@@ -144,11 +144,10 @@ test('a listener that says it listens waits for the commit of a writer that foun
     await writer.begin(async (tx) => {
       const [{ nobody }] = await tx<[{ nobody: boolean }]>`select ${unheard(tx)} as nobody`
       expect(nobody).toBe(true)
-      const listening = listener.listen(Channel.taskEvent).then(() => { announced = true })
+      void listener.listen(Channel.taskEvent).then(() => { announced = true })
       await until(async () => (await waitingAnnouncements()) === 1, 5000, 'the announcement to wait for the writer')
       expect(announced).toBe(false)
       expect(await announcers()).toBe(0)
-      void listening
     })
     await until(() => announced, 5000, 'the announcement, once the writer committed')
     expect(await announcers()).toBe(1)
