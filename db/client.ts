@@ -4,12 +4,11 @@ export type Sql = postgres.Sql
 /** A pool or an open transaction: what a statement can run on. */
 export type Queryable = postgres.Sql | postgres.TransactionSql
 
-/** Whether this connection holds the two-key advisory lock (classId, key), as pg_locks shows it. */
-export const advisoryLockHeldHere = (sql: Queryable, classId: number, key: number) => sql`
-  exists (
-    select 1 from pg_locks
-    where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${classId} and objid = ${key}
-      and objsubid = 2 and granted
+/** The keys of the two-key advisory locks (classId, key) this connection holds, as pg_locks shows them (oid[]). */
+export const advisoryKeysHeldHere = (sql: Queryable, classId: number) => sql`
+  array(
+    select objid from pg_locks
+    where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${classId} and objsubid = 2 and granted
   )`
 
 /** NOTIFY channels. Payloads carry ids only: NOTIFY is a wake-up hint, never the data. */

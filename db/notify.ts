@@ -1,5 +1,5 @@
 import { createBatcher } from './batch.ts'
-import { Channel, createSql, isConnectionError, type Queryable, type Sql } from './client.ts'
+import { advisoryKeysHeldHere, Channel, createSql, isConnectionError, type Queryable, type Sql } from './client.ts'
 
 export interface Notice {
   channel: string
@@ -57,9 +57,7 @@ export async function listenAnnounce(sql: Sql): Promise<boolean> {
   const [{ taken }] = await sql<[{ taken: number }]>`
     select count(pg_advisory_lock_shared(${listenLock.class}, key))::int as taken
     from generate_series(1, ${listenLock.keys}) key
-    where key::oid <> all(array(
-      select objid from pg_locks
-      where locktype = 'advisory' and pid = pg_backend_pid() and classid = ${listenLock.class} and objsubid = 2 and granted))`
+    where key::oid <> all(${advisoryKeysHeldHere(sql, listenLock.class)})`
   return taken > 0
 }
 

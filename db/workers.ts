@@ -1,4 +1,4 @@
-import { advisoryLockHeldHere, type Queryable, type Sql } from './client.ts'
+import { advisoryKeysHeldHere, type Queryable, type Sql } from './client.ts'
 import type { Fragment } from './task-events.ts'
 
 /**
@@ -70,7 +70,7 @@ export async function workerRegister(sql: Sql, lockSql: Sql, worker: WorkerEntry
 /** Whether the worker's lock is still held on `lockSql` (its connection may have been replaced), taking it again if it is free. */
 export async function workerLockHeld(lockSql: Sql, key: number): Promise<boolean> {
   const [{ held }] = await lockSql<[{ held: boolean }]>`
-    select ${advisoryLockHeldHere(lockSql, workerLockClass, key)} or pg_try_advisory_lock(${workerLockClass}, ${key}) as held`
+    select ${key}::oid = any(${advisoryKeysHeldHere(lockSql, workerLockClass)}) or pg_try_advisory_lock(${workerLockClass}, ${key}) as held`
   return held
 }
 
