@@ -38,8 +38,8 @@ export type App = ReturnType<typeof createApp>
 
 export interface ApiOptions {
   sql: Sql
-  /** For submissions' inserts: a pool without synchronous commit (see taskRoutes). */
-  insertSql: Sql
+  /** For submissions' inserts: pools of one connection each, without synchronous commit (see taskInsertDurably). */
+  insertConnections: Sql[]
   databaseUrl: string
   log: Logger
   streamSecret: string
@@ -71,7 +71,7 @@ export function assembleApi(options: ApiOptions) {
   const metrics = createApiMetrics({ sql, hub, listener, log })
   const app = createApp({
     sql,
-    insertSql: options.insertSql,
+    insertConnections: options.insertConnections,
     hub,
     tokens,
     auth: createAuthenticator(sql, tokens),

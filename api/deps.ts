@@ -8,8 +8,8 @@ import type { StreamTokens } from './stream-tokens.ts'
 /** What the routes are built from; main.ts wires the real ones, tests may wire their own. */
 export interface AppDeps {
   sql: Sql
-  /** Submissions' inserts: a pool without synchronous commit (see taskRoutes). */
-  insertSql: Sql
+  /** Submissions' inserts: pools of one connection each, without synchronous commit (see taskInsertDurably). */
+  insertConnections: Sql[]
   hub: EventHub
   auth: Authenticator
   tokens: StreamTokens

@@ -40,13 +40,14 @@ if (!streamSecret) {
 // commit is flushed costs little here, as submissions commit without waiting for the disk.
 const sql = traceSql(createSql(config.DATABASE_URL, { max: 10, applicationName: 'taskcast-api', statementTimeoutMs: 4000 }))
 // Submissions commit without waiting for the disk and are answered once a flush has put them on
-// disk (see taskRoutes): their workers hear of them one disk flush sooner.
-const insertSql = traceSql(createSql(config.DATABASE_URL, {
-  max: 2, applicationName: 'taskcast-api-insert', statementTimeoutMs: 4000, synchronousCommit: false,
-}))
+// disk (see taskInsertDurably): their workers hear of them one disk flush sooner. Two
+// connections, each its own pool, so that an insert and its flush go through the same one.
+const insertConnections = [1, 2].map((n) => traceSql(createSql(config.DATABASE_URL, {
+  max: 1, applicationName: `taskcast-api-insert-${n}`, statementTimeoutMs: 4000, synchronousCommit: false,
+})))
 const { app, hub, listener, metrics } = assembleApi({
   sql,
-  insertSql,
+  insertConnections,
   databaseUrl: config.DATABASE_URL,
   log,
   streamSecret,
@@ -79,7 +80,7 @@ async function shutdown(signal: string) {
       stopServing,
       () => metrics.close(),
       () => listener.stop(),
-      () => Promise.all([sql.end({ timeout: 5 }), insertSql.end({ timeout: 5 })]),
+      () => Promise.all([sql, ...insertConnections].map((pool) => pool.end({ timeout: 5 }))),
       telemetry.shutdown,
     ],
     (error) => log.error({ err: error }, 'shutdown step failed'),

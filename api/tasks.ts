@@ -4,9 +4,9 @@ import stableStringify from 'safe-stable-stringify'
 import * as v from 'valibot'
 import { createBatcher } from '../db/batch.ts'
 import { catalogue } from '../db/catalogue.ts'
-import { isDataError } from '../db/client.ts'
+import { isConnectionError, isDataError } from '../db/client.ts'
 import { taskInsertIdempotent } from '../db/idempotency.ts'
-import { taskCancel, taskGet, taskInsert, taskList, taskRetry, walFlush, type NewTask } from '../db/tasks.ts'
+import { taskCancel, taskGet, taskInsertDurably, taskList, taskRetry, type NewTask } from '../db/tasks.ts'
 import { setEnqueuedTaskId, withEnqueueSpan } from '../observability/spans.ts'
 import type { TraceCarrier } from '../observability/trace-context.ts'
 import type { AppDeps } from './deps.ts'
@@ -45,18 +45,34 @@ const requestHash = (body: unknown) => createHash('sha256').update(stableStringi
 
 const queueOf = (body: CreateTask) => ({ type: body.type, queue: body.queue ?? catalogue[body.type].queue })
 
-export function taskRoutes({ sql, insertSql, auth, tokens, metrics }: AppDeps) {
+export function taskRoutes({ sql, insertConnections, auth, tokens, metrics }: AppDeps) {
   // A submission is answered once it is on disk, but its workers hear of it sooner: its insert
-  // commits without waiting for the disk (its NOTIFY goes out at that commit, and holds the
-  // database-wide NOTIFY lock only briefly), then a flush makes it durable. A worker may so start a
-  // task one disk flush before its submitter is answered; a crash in that window answers an error,
-  // and the task runs again if it is submitted again. Inserts that commit while a flush runs
-  // share the next one.
-  const flush = createBatcher((waiting: null[]) => walFlush(sql).then(() => waiting), { maxBatch: 10_000, maxInFlight: 2 })
+  // commits without waiting for the disk, then a flush behind it makes it durable (taskInsertDurably).
+  // A worker may so start a task one disk flush before its submitter is answered; a crash in that
+  // window answers an error, and the task runs again if it is submitted again.
+  // Each write goes through the connection with the fewest writes in flight, in turn among equals
+  // (while the database is down, each pool waits between attempts to connect).
+  const writing = insertConnections.map(() => 0)
+  const failing = insertConnections.map(() => false)
+  let turn = 0
   const insertDurably = async (tasks: NewTask[]) => {
-    const rows = await taskInsert(insertSql, tasks)
-    await flush(null)
-    return rows
+    let i = turn
+    for (let k = 1; k < writing.length; k++) {
+      const j = (turn + k) % writing.length
+      if (writing[j]! < writing[i]!) i = j
+    }
+    turn = (i + 1) % writing.length
+    writing[i]!++
+    try {
+      const rows = await taskInsertDurably(insertConnections[i]!, tasks, { pipelined: !failing[i] })
+      failing[i] = false
+      return rows
+    } catch (error) {
+      failing[i] = isConnectionError(error)
+      throw error
+    } finally {
+      writing[i]!--
+    }
   }
   // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
   const insert = createBatcher(insertDurably, { maxBatch: 500, maxInFlight: 2, isolate: isDataError })

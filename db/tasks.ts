@@ -188,14 +188,34 @@ async function taskInsertHandingOff(sql: Queryable, task: NewTask): Promise<Task
 
 /**
  * Makes every transaction committed before this call durable, those committed without waiting for
- * the disk (synchronous_commit off) too: it commits, synchronously, a transaction that has an id
- * and writes WAL, which PostgreSQL flushes up to its commit record and so up to every record
- * before it. The WAL it writes is an empty logical decoding message (prefix `taskcast`), which a
- * logical decoding consumer, if there is one, can ignore; a transaction that only takes an id
- * writes none, and its commit is not flushed. Run it on a pool with synchronous commit.
+ * the disk (synchronous_commit off) too: it commits, synchronously whatever the session's setting,
+ * a transaction that has an id and writes WAL, which PostgreSQL flushes up to its commit record
+ * and so up to every record before it. The WAL it writes is an empty logical decoding message
+ * (prefix `taskcast`), which a logical decoding consumer, if there is one, can ignore; a
+ * transaction that only takes an id writes none, and its commit is not flushed.
  */
 export async function walFlush(sql: Queryable): Promise<void> {
-  await sql`select pg_logical_emit_message(true, 'taskcast', '')`
+  await sql`select set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'taskcast', '')`
+}
+
+/**
+ * Inserts tasks (taskInsert) and returns once they are on disk, through `connection`: a pool of
+ * one connection whose commits do not wait for the disk. The insert commits at once, so its
+ * NOTIFYs go out (its workers hear of the tasks) one disk flush sooner, and the NOTIFY lock is not
+ * held through a flush. The flush goes right behind it on the same connection, so PostgreSQL
+ * starts it as the insert ends, not a round trip later: postgres.js sends a busy connection's
+ * statements in the order they are first awaited, and taskInsert awaits its statement before it
+ * yields. Not `pipelined` (while the connection fails), the flush waits for the insert: sent
+ * along an insert that fails, it would only make the pool try to connect once more.
+ */
+export async function taskInsertDurably(connection: Sql, tasks: NewTask[], { pipelined = true } = {}): Promise<TaskRow[]> {
+  if (!pipelined) {
+    const rows = await taskInsert(connection, tasks)
+    await walFlush(connection)
+    return rows
+  }
+  const [rows] = await Promise.all([taskInsert(connection, tasks), walFlush(connection)])
+  return rows
 }
 
 export async function taskGet(sql: Queryable, tenantId: string, id: string): Promise<TaskRow | undefined> {

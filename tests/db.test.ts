@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import type postgres from 'postgres'
+import postgres from 'postgres'
 import { apiKeyCreate, tenantEnsure } from '../db/api-keys.ts'
 import { createSql, type Queryable } from '../db/client.ts'
 import { migrate, migrationsApplied, readMigrations } from '../db/migrate.ts'
@@ -8,7 +8,7 @@ import {
   taskClaim, taskClaimCandidates, taskClaimUpdate, taskProgress, taskProgressMany, taskProgressUpdate, taskSucceed, taskSucceedMany,
   taskSucceedUpdate, type Lease,
 } from '../db/task-leases.ts'
-import { taskCancel, taskGet, taskInsert } from '../db/tasks.ts'
+import { taskCancel, taskGet, taskInsert, taskInsertDurably } from '../db/tasks.ts'
 import { testDb, withFreshDatabase } from './support/database.ts'
 import { newTask, newTenant, uniqueName } from './support/fixtures.ts'
 
@@ -116,6 +116,35 @@ describe('taskInsert', () => {
         ...task, status: 'queued', runAt: task.runAt ?? stored[i]!.createdAt,
       })))
       expect(tasks).toEqual(stored as typeof tasks)
+    }
+  })
+  test('durably: the flush goes right behind the insert on its one connection, whose commits stay asynchronous', async () => {
+    const { sql, url } = testDb()
+    const tenant = await newTenant()
+    const sent: string[] = []
+    const connection = postgres(url, {
+      max: 1, onnotice: () => {}, transform: { column: { from: postgres.toCamel } },
+      connection: { synchronous_commit: 'off' },
+      debug: (_connection, statement) => sent.push(
+        statement.includes('pg_logical_emit_message') ? 'flush' : statement.includes('insert into taskcast.tasks') ? 'insert' : statement),
+    })
+    try {
+      await connection`select 1` // connected, its array types read
+      // One task takes the hand-off statement, several the plain insert; pipelined or not.
+      for (const pipelined of [true, false]) {
+        for (const count of [1, 3]) {
+          sent.length = 0
+          const batch = Array.from({ length: count }, () => newTask(tenant.id))
+          const tasks = await taskInsertDurably(connection, batch, { pipelined })
+          expect(sent).toEqual(['insert', 'flush'])
+          const stored = await Promise.all(tasks.map((task) => taskGet(sql, tenant.id, task.id)))
+          expect(stored.map((task) => task?.id)).toEqual(batch.map((task) => task.id))
+        }
+      }
+      const [{ synchronousCommit }] = await connection<[{ synchronousCommit: string }]>`show synchronous_commit`
+      expect(synchronousCommit).toBe('off')
+    } finally {
+      await connection.end()
     }
   })
 })

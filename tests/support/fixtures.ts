@@ -51,10 +51,10 @@ export const streamSecret = 'test-stream-secret-0123456789'
  */
 export async function startApp(options: { ssePingMs?: number; maxPayloadBytes?: number } = {}) {
   const { sql, url } = testDb()
-  const insertSql = createSql(url, { max: 2, applicationName: 'taskcast-test-insert', synchronousCommit: false })
+  const insertConnections = [1, 2].map(() => createSql(url, { max: 1, applicationName: 'taskcast-test-insert', synchronousCommit: false }))
   const { app, hub, listener, tokens, metrics } = assembleApi({
     sql,
-    insertSql,
+    insertConnections,
     databaseUrl: url,
     log: quietLog,
     streamSecret,
@@ -79,7 +79,7 @@ export async function startApp(options: { ssePingMs?: number; maxPayloadBytes?: 
   const stop = async () => {
     metrics.close()
     await listener.stop()
-    await insertSql.end({ timeout: 1 })
+    await Promise.all(insertConnections.map((pool) => pool.end({ timeout: 1 })))
   }
   return { app, hub, tokens, listener, request, stop }
 }
