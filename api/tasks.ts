@@ -50,6 +50,7 @@ export function taskRoutes({ sql, insertConnections, auth, tokens, metrics }: Ap
   // commits without waiting for the disk, then a flush behind it makes it durable (taskInsertDurably).
   // A worker may so start a task one disk flush before its submitter is answered; a crash in that
   // window answers an error, and the task runs again if it is submitted again.
+  //
   // Each write goes through the connection with the fewest writes in flight, in turn among equals
   // (while the database is down, each pool waits between attempts to connect).
   const writing = insertConnections.map(() => 0)

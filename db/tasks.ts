@@ -194,7 +194,7 @@ async function taskInsertHandingOff(sql: Queryable, task: NewTask): Promise<Task
  * (prefix `taskcast`), which a logical decoding consumer, if there is one, can ignore; a
  * transaction that only takes an id writes none, and its commit is not flushed.
  */
-export async function walFlush(sql: Queryable): Promise<void> {
+async function walFlush(sql: Queryable): Promise<void> {
   await sql`select set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'taskcast', '')`
 }
 

@@ -118,6 +118,7 @@ describe('taskInsert', () => {
       expect(tasks).toEqual(stored as typeof tasks)
     }
   })
+
   test('durably: the flush goes right behind the insert on its one connection, whose commits stay asynchronous', async () => {
     const { sql, url } = testDb()
     const tenant = await newTenant()
