@@ -5,7 +5,7 @@ import { createNotifier, listenLock, notifyAfterCommit, unheard, type Notifier }
 import { taskInsert } from '../db/tasks.ts'
 import { taskClaim, taskSucceed } from '../db/task-leases.ts'
 import { testDb } from './support/database.ts'
-import { newTask, newTenant, quietLog, uniqueName, until } from './support/fixtures.ts'
+import { announcers, newTask, newTenant, quietLog, uniqueName, until } from './support/fixtures.ts'
 
 let notifier: Notifier
 let sql: Sql
@@ -70,17 +70,6 @@ test('notices whose payload holds an ASCII separator still arrive intact, in the
     await listener.stop()
   }
 })
-
-/** How many connections say they listen to task events: those holding every key of the lock. */
-async function announcers(): Promise<number> {
-  const [{ n }] = await testDb().sql<[{ n: number }]>`
-    select count(*)::int as n from (
-      select pid from pg_locks
-      where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and granted
-      group by pid having count(*) = ${listenLock.keys}
-    ) announcing`
-  return n
-}
 
 test('task-event notices go out only while a listener says it listens to them', async () => {
   const { sql: plain } = testDb()

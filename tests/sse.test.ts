@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Channel, createSql, type Sql } from '../db/client.ts'
-import { createNotifier, listenLock, notifyAfterCommit } from '../db/notify.ts'
+import { createNotifier, notifyAfterCommit } from '../db/notify.ts'
 import { taskClaim, taskProgress, taskSucceed, type Lease } from '../db/task-leases.ts'
 import { taskInsert, type TaskRow } from '../db/tasks.ts'
 import { testDb } from './support/database.ts'
-import { newTask, newTenant, quietLog, startApp, until } from './support/fixtures.ts'
+import { announcers, newTask, newTenant, quietLog, startApp, until } from './support/fixtures.ts'
 import { followSse, isTerminalEvent, readSse } from './support/sse.ts'
 
 let api: Awaited<ReturnType<typeof startApp>>
@@ -195,15 +195,12 @@ describe('the LISTEN connection', () => {
     const { sql } = testDb()
     const notifier = createNotifier({ url: testDb().url, applicationName: 'taskcast-test-notify', log: quietLog })
     const writes = notifyAfterCommit(createSql(testDb().url, { max: 2, applicationName: 'taskcast-test-worker-writes' }), notifier)
-    const announced = async () => (await sql`
-      select pid from pg_locks where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and granted
-      group by pid having count(*) = ${listenLock.keys}`).length
     const [task] = await taskInsert(sql, [newTask(tenant.id)])
     const follow = followSse(await openStream(task!.id))
     try {
       await follow.waitFor((read) => read.events.length === 1, 5000, 'the replay of the queued event')
       await api.hub.listening()
-      expect(await announced()).toBe(1)
+      expect(await announcers()).toBe(1)
       const [announcer] = await sql<[{ pid: number }]>`
         select pid from pg_stat_activity where application_name = 'taskcast-test-api-announce'`
       await sql`select pg_terminate_backend(${announcer!.pid})`
@@ -214,7 +211,7 @@ describe('the LISTEN connection', () => {
       await taskSucceed(writes, { id: claimed!.id, attempt: claimed!.attempt, workerId: 'sse-test' }, { after: 'announcing again' })
       await follow.waitFor((read) => read.events.some(isTerminalEvent), 10_000, 'the running and succeeded events')
       expect(follow.read.events.map((event) => event.data.status)).toEqual(['queued', 'running', 'succeeded'])
-      await until(async () => (await announced()) === 1, 5000, 'the announcement to be made again')
+      await until(async () => (await announcers()) === 1, 5000, 'the announcement to be made again')
     } finally {
       await follow.close()
       await writes.end()

@@ -3,6 +3,7 @@ import { apiKeyCreate, tenantEnsure } from '../../db/api-keys.ts'
 import { catalogue, type TaskType } from '../../db/catalogue.ts'
 import { createSql } from '../../db/client.ts'
 import { createListener } from '../../db/listener.ts'
+import { listenLock } from '../../db/notify.ts'
 import type { NewTask } from '../../db/tasks.ts'
 import { createLogger } from '../../observability/log.ts'
 import { initTelemetry } from '../../observability/telemetry.ts'
@@ -82,6 +83,17 @@ export async function startApp(options: { ssePingMs?: number; maxPayloadBytes?: 
     await Promise.all(insertConnections.map((pool) => pool.end({ timeout: 1 })))
   }
   return { app, hub, tokens, listener, request, stop }
+}
+
+/** How many connections say they listen to task events: those holding every key of the listeners' lock. */
+export async function announcers(): Promise<number> {
+  const [{ n }] = await testDb().sql<[{ n: number }]>`
+    select count(*)::int as n from (
+      select pid from pg_locks
+      where locktype = 'advisory' and classid = ${listenLock.class} and objsubid = 2 and granted
+      group by pid having count(*) = ${listenLock.keys}
+    ) announcing`
+  return n
 }
 
 /** Waits until `condition` holds, checking every 10 ms; fails after `timeoutMs`. */
