@@ -38,7 +38,7 @@ export type App = ReturnType<typeof createApp>
 
 export interface ApiOptions {
   sql: Sql
-  /** For submissions' inserts: pools of one connection each, without synchronous commit (see taskInsertDurably). */
+  /** For submissions' inserts: pools of one connection each, without synchronous commit (see taskInserter). */
   insertConnections: Sql[]
   databaseUrl: string
   log: Logger

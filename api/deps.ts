@@ -8,7 +8,7 @@ import type { StreamTokens } from './stream-tokens.ts'
 /** What the routes are built from; main.ts wires the real ones, tests may wire their own. */
 export interface AppDeps {
   sql: Sql
-  /** Submissions' inserts: pools of one connection each, without synchronous commit (see taskInsertDurably). */
+  /** Submissions' inserts: pools of one connection each, without synchronous commit (see taskInserter). */
   insertConnections: Sql[]
   hub: EventHub
   auth: Authenticator

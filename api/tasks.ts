@@ -4,9 +4,9 @@ import stableStringify from 'safe-stable-stringify'
 import * as v from 'valibot'
 import { createBatcher } from '../db/batch.ts'
 import { catalogue } from '../db/catalogue.ts'
-import { isConnectionError, isDataError } from '../db/client.ts'
+import { isDataError } from '../db/client.ts'
 import { taskInsertIdempotent } from '../db/idempotency.ts'
-import { taskCancel, taskGet, taskInsertDurably, taskList, taskRetry, type NewTask } from '../db/tasks.ts'
+import { taskCancel, taskGet, taskInserter, taskList, taskRetry, type NewTask } from '../db/tasks.ts'
 import { setEnqueuedTaskId, withEnqueueSpan } from '../observability/spans.ts'
 import type { TraceCarrier } from '../observability/trace-context.ts'
 import type { AppDeps } from './deps.ts'
@@ -50,31 +50,7 @@ export function taskRoutes({ sql, insertConnections, auth, tokens, metrics }: Ap
   // commits without waiting for the disk, then a flush behind it makes it durable (taskInsertDurably).
   // A worker may so start a task one disk flush before its submitter is answered; a crash in that
   // window answers an error, and the task runs again if it is submitted again.
-  //
-  // Each write goes through the connection with the fewest writes in flight, in turn among equals
-  // (while the database is down, each pool waits between attempts to connect).
-  const writing = insertConnections.map(() => 0)
-  const failing = insertConnections.map(() => false)
-  let turn = 0
-  const insertDurably = async (tasks: NewTask[]) => {
-    let i = turn
-    for (let k = 1; k < writing.length; k++) {
-      const j = (turn + k) % writing.length
-      if (writing[j]! < writing[i]!) i = j
-    }
-    turn = (i + 1) % writing.length
-    writing[i]!++
-    try {
-      const rows = await taskInsertDurably(insertConnections[i]!, tasks, { pipelined: !failing[i] })
-      failing[i] = false
-      return rows
-    } catch (error) {
-      failing[i] = isConnectionError(error)
-      throw error
-    } finally {
-      writing[i]!--
-    }
-  }
+  const insertDurably = taskInserter(insertConnections)
   // Concurrent submissions share one INSERT (one commit, one NOTIFY per queue and tenant).
   const insert = createBatcher(insertDurably, { maxBatch: 500, maxInFlight: 2, isolate: isDataError })
   return new Elysia({ prefix: '/v1/tasks' })

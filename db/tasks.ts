@@ -1,4 +1,4 @@
-import { Channel, type Queryable, type Sql } from './client.ts'
+import { Channel, isConnectionError, type Queryable, type Sql } from './client.ts'
 import { eventColumns, withEvent } from './task-events.ts'
 import { workerAlive } from './workers.ts'
 import type { Progress, TaskError, TaskStatus } from './contracts.ts'
@@ -216,6 +216,36 @@ export async function taskInsertDurably(connection: Sql, tasks: NewTask[], { pip
   }
   const [rows] = await Promise.all([taskInsert(connection, tasks), walFlush(connection)])
   return rows
+}
+
+/**
+ * taskInsertDurably over several connections (pools of one): each insert goes through the one
+ * with the fewest inserts in flight, in turn among equals (while the database is down, each pool
+ * waits between attempts to connect), pipelined unless its last insert failed to reach the database.
+ */
+export function taskInserter(connections: Sql[]): (tasks: NewTask[]) => Promise<TaskRow[]> {
+  const writing = connections.map(() => 0)
+  const failing = connections.map(() => false)
+  let turn = 0
+  return async (tasks) => {
+    let i = turn
+    for (let k = 1; k < writing.length; k++) {
+      const j = (turn + k) % writing.length
+      if (writing[j]! < writing[i]!) i = j
+    }
+    turn = (i + 1) % writing.length
+    writing[i]!++
+    try {
+      const rows = await taskInsertDurably(connections[i]!, tasks, { pipelined: !failing[i] })
+      failing[i] = false
+      return rows
+    } catch (error) {
+      failing[i] = isConnectionError(error)
+      throw error
+    } finally {
+      writing[i]!--
+    }
+  }
 }
 
 export async function taskGet(sql: Queryable, tenantId: string, id: string): Promise<TaskRow | undefined> {
