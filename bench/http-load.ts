@@ -10,6 +10,7 @@
  * ~45 and loops of Bun's fetch ~65 (as wrk, in C, is used for the same reason).
  */
 import type { Socket } from 'bun'
+import { answerComplete, readHead, requestBytes, type AnswerHead } from './http1.ts'
 import { quantile } from './services.ts'
 
 interface Args {
@@ -24,15 +25,7 @@ interface Args {
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args
 const target = new URL(args.url)
-const body = Buffer.from(JSON.stringify(args.body))
-const request = Buffer.concat([
-  Buffer.from(`POST ${args.path} HTTP/1.1\r\nHost: ${target.host}\r\nAuthorization: Bearer ${args.key}\r\n`
-    + `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`),
-  body,
-])
-
-const headEnd = Buffer.from('\r\n\r\n')
-const chunkedEnd = Buffer.from('\r\n0\r\n\r\n')
+const request = requestBytes('POST', target, args.path, { Authorization: `Bearer ${args.key}` }, args.body)
 
 /** One connection's state: the request it is writing, the answer it is reading. */
 interface Connection {
@@ -40,9 +33,8 @@ interface Connection {
   sentAt: number
   written: number
   received: Buffer
-  /** The answer's length, head and body, once its head is read; -1 for a chunked body. */
-  length: number | null
-  status: number
+  /** The answer's head, once it is read. */
+  head: AnswerHead | null
 }
 
 const latencies: number[] = []
@@ -60,7 +52,7 @@ function send(connection: Connection) {
   connection.sentAt = performance.now()
   connection.written = 0
   connection.received = Buffer.alloc(0)
-  connection.length = null
+  connection.head = null
   write(connection)
 }
 
@@ -69,22 +61,10 @@ function write(connection: Connection) {
   if (wrote > 0) connection.written += wrote
 }
 
-/** Reads the answer's head: its status, and its length (Content-Length, or chunked). */
-function readHead(connection: Connection): boolean {
-  const end = connection.received.indexOf(headEnd)
-  if (end < 0) return false
-  const head = connection.received.toString('latin1', 0, end)
-  connection.status = Number(head.slice(9, 12))
-  const contentLength = /\r\ncontent-length: *(\d+)/i.exec(head)
-  connection.length = contentLength ? end + 4 + Number(contentLength[1])
-    : /\r\ntransfer-encoding: *chunked/i.test(head) ? -1 : end + 4
-  return true
-}
-
 function answered(connection: Connection) {
   const now = performance.now()
   lastAnswerAt = now
-  if (connection.status === 202) {
+  if (connection.head!.status === 202) {
     accepted++
     latencies.push(now - connection.sentAt)
   } else {
@@ -110,11 +90,8 @@ async function open(connection: Connection) {
       data(socket, chunk) {
         const state = socket.data
         state.received = state.received.length ? Buffer.concat([state.received, chunk]) : Buffer.from(chunk)
-        if (state.length === null && !readHead(state)) return
-        const complete = state.length === -1
-          ? state.received.subarray(-chunkedEnd.length).equals(chunkedEnd)
-          : state.received.length >= state.length!
-        if (complete) answered(state)
+        state.head ??= readHead(state.received)
+        if (state.head && answerComplete(state.head, state.received)) answered(state)
       },
       drain(socket) {
         if (socket.data.written < request.length) write(socket.data)
@@ -134,7 +111,7 @@ async function open(connection: Connection) {
 }
 
 const connections: Connection[] = Array.from({ length: args.connections }, () => ({
-  socket: null, sentAt: 0, written: 0, received: Buffer.alloc(0), length: null, status: 0,
+  socket: null, sentAt: 0, written: 0, received: Buffer.alloc(0), head: null,
 }))
 await Promise.all(connections.map(open))
 running = connections.length

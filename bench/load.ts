@@ -1,7 +1,9 @@
 /**
  * The latency workloads' HTTP clients for `bun run bench`, run as a process of its own so that the
  * runner's work does not share its event loop (the throughput workloads' load is
- * bench/http-load.mjs). Argument: one JSON object; prints one JSON line with what it measured.
+ * bench/http-load.ts). Argument: one JSON object; prints one JSON line with what it measured.
+ * Requests are written on kept-alive sockets and streams read off sockets of their own
+ * (bench/http1.ts), not through fetch, whose HTTP thread would add its hand-offs to what is timed.
  *
  *   paced    one task every `intervalMs` for `seconds`, not waiting for answers; sends back each
  *            task id with the time its request was sent
@@ -13,6 +15,7 @@
  * process started (new connections, code not yet compiled).
  */
 import { createParser } from 'eventsource-parser'
+import { eventStream, KeptAlive, requestBytes } from './http1.ts'
 import { preciseNow, quantile } from './services.ts'
 
 interface Args {
@@ -28,18 +31,17 @@ interface Args {
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as Args
-const headers = { authorization: `Bearer ${args.key}`, 'content-type': 'application/json' }
+const target = new URL(args.url)
+const authorization = { Authorization: `Bearer ${args.key}` }
 const noop = (extra: Record<string, unknown> = {}) => ({ type: 'demo.noop', queue: args.queue, payload: {}, ...extra })
-
-function post(path: string, body: unknown) {
-  return fetch(`${args.url}${path}`, { method: 'POST', headers, body: JSON.stringify(body) })
-}
+const connections = new KeptAlive(target)
 
 /**
  * One task every `intervalMs` for `seconds`; each task's id with the time its request was sent, and
  * whether the answer said it was handed straight to a worker (`running`).
  */
 async function paced(seconds: number) {
+  const request = requestBytes('POST', target, '/v1/tasks', authorization, noop())
   const sent: Array<Promise<{ id: string; sentAt: number; handedOff: boolean } | undefined>> = []
   const started = performance.now()
   for (let i = 0; performance.now() - started < seconds * 1000; i++) {
@@ -47,9 +49,9 @@ async function paced(seconds: number) {
     const wait = due - performance.now()
     if (wait > 0) await Bun.sleep(wait)
     const sentAt = preciseNow()
-    sent.push(post('/v1/tasks', noop()).then(async (response) => {
-      if (response.status !== 202) return undefined
-      const task = (await response.json()) as { id: string; status: string }
+    sent.push(connections.send(request).then(({ status, body }) => {
+      if (status !== 202) return undefined
+      const task = JSON.parse(body) as { id: string; status: string }
       return { id: task.id, sentAt, handedOff: task.status === 'running' }
     }))
   }
@@ -61,9 +63,9 @@ async function paced(seconds: number) {
 async function progress(reports: number) {
   const delays: number[] = []
   await Promise.all(Array.from({ length: args.tasks }, async () => {
-    const response = await post('/v1/tasks', noop({ payload: { reports, intervalMs: args.intervalMs } }))
-    const task = (await response.json()) as { links: { events: string } }
-    const stream = await fetch(`${args.url}${task.links.events}`)
+    const submission = noop({ payload: { reports, intervalMs: args.intervalMs } })
+    const { body } = await connections.send(requestBytes('POST', target, '/v1/tasks', authorization, submission))
+    const task = JSON.parse(body) as { links: { events: string } }
     const parser = createParser({
       onEvent(event) {
         const arrived = preciseNow()
@@ -72,7 +74,8 @@ async function progress(reports: number) {
         if (Number.isFinite(reported)) delays.push(arrived - reported)
       },
     })
-    for await (const chunk of stream.body!.pipeThrough(new TextDecoderStream())) parser.feed(chunk)
+    const status = await eventStream(target, task.links.events, {}, (text) => parser.feed(text))
+    if (status !== 200) throw new Error(`the task's stream answered ${status}`)
   }))
   return delays
 }
