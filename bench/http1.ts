@@ -46,10 +46,16 @@ export function readHead(received: Buffer): AnswerHead | null {
 export const answerComplete = (head: AnswerHead, received: Buffer) =>
   head.length === -1 ? received.subarray(-chunkedEnd.length).equals(chunkedEnd) : received.length >= head.length
 
+/** An answer's status, and its body when it has a length (the API's JSON answers do); null if chunked. */
+export interface Answer {
+  status: number
+  body: string | null
+}
+
 interface Exchange {
   received: Buffer
   head: AnswerHead | null
-  answered: ((answer: { status: number; body: string }) => void) | null
+  answered: ((answer: Answer) => void) | null
   failed: ((error: Error) => void) | null
 }
 
@@ -63,19 +69,15 @@ export class KeptAlive {
 
   constructor(private readonly url: URL) {}
 
-  async send(request: Buffer): Promise<{ status: number; body: string }> {
+  async send(request: Buffer): Promise<Answer> {
     const socket = this.idle.pop() ?? await this.open()
-    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const answer = new Promise<Answer>((resolve, reject) => {
       Object.assign(socket.data, { received: Buffer.alloc(0), head: null, answered: resolve, failed: reject })
     })
     socket.write(request)
     const done = await answer
     this.idle.push(socket)
     return done
-  }
-
-  close() {
-    for (const socket of this.idle.splice(0)) socket.end()
   }
 
   private open(): Promise<Socket<Exchange>> {
@@ -91,7 +93,7 @@ export class KeptAlive {
           exchange.head ??= readHead(exchange.received)
           if (!exchange.head || !answerComplete(exchange.head, exchange.received)) return
           const { status, bodyAt, length } = exchange.head
-          const body = exchange.received.toString('utf8', bodyAt, length === -1 ? undefined : length)
+          const body = length === -1 ? null : exchange.received.toString('utf8', bodyAt, length)
           exchange.answered?.({ status, body })
           exchange.answered = exchange.failed = null
         },
@@ -109,7 +111,8 @@ export class KeptAlive {
 
 /**
  * Opens an event stream (GET `path`) on a socket of its own and hands `onText` its body as it
- * arrives, de-chunked; resolves with the status once the stream ends (or at once, if it is not 200).
+ * arrives, de-chunked; resolves with the status once the stream ends (at once if the answer is not
+ * a 200 with a chunked body).
  */
 export async function eventStream(url: URL, path: string, headers: Record<string, string>, onText: (text: string) => void): Promise<number> {
   const decoder = new TextDecoder()

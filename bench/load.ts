@@ -50,7 +50,7 @@ async function paced(seconds: number) {
     if (wait > 0) await Bun.sleep(wait)
     const sentAt = preciseNow()
     sent.push(connections.send(request).then(({ status, body }) => {
-      if (status !== 202) return undefined
+      if (status !== 202 || body === null) return undefined
       const task = JSON.parse(body) as { id: string; status: string }
       return { id: task.id, sentAt, handedOff: task.status === 'running' }
     }))
@@ -64,7 +64,8 @@ async function progress(reports: number) {
   const delays: number[] = []
   await Promise.all(Array.from({ length: args.tasks }, async () => {
     const submission = noop({ payload: { reports, intervalMs: args.intervalMs } })
-    const { body } = await connections.send(requestBytes('POST', target, '/v1/tasks', authorization, submission))
+    const { status: submitted, body } = await connections.send(requestBytes('POST', target, '/v1/tasks', authorization, submission))
+    if (submitted !== 202 || body === null) throw new Error(`a submission answered ${submitted}`)
     const task = JSON.parse(body) as { links: { events: string } }
     const parser = createParser({
       onEvent(event) {
