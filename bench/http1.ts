@@ -110,11 +110,11 @@ export class KeptAlive {
 }
 
 /**
- * Opens an event stream (GET `path`) on a socket of its own and hands `onText` its body as it
- * arrives, de-chunked; resolves with the status once the stream ends (at once if the answer is not
- * a 200 with a chunked body).
+ * Opens an event stream (GET `path`, which carries its token, as a task's events link does) on a
+ * socket of its own and hands `onText` its body as it arrives, de-chunked; resolves with the
+ * status once the stream ends (at once if the answer is not a 200 with a chunked body).
  */
-export async function eventStream(url: URL, path: string, headers: Record<string, string>, onText: (text: string) => void): Promise<number> {
+export async function eventStream(url: URL, path: string, onText: (text: string) => void): Promise<number> {
   const decoder = new TextDecoder()
   let received = Buffer.alloc(0)
   let head: AnswerHead | null = null
@@ -158,6 +158,6 @@ export async function eventStream(url: URL, path: string, headers: Record<string
       error() {},
     },
   })
-  socket.write(requestBytes('GET', url, path, { Accept: 'text/event-stream', ...headers }))
+  socket.write(requestBytes('GET', url, path, { Accept: 'text/event-stream' }))
   return end
 }

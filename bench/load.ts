@@ -75,7 +75,7 @@ async function progress(reports: number) {
         if (Number.isFinite(reported)) delays.push(arrived - reported)
       },
     })
-    const status = await eventStream(target, task.links.events, {}, (text) => parser.feed(text))
+    const status = await eventStream(target, task.links.events, (text) => parser.feed(text))
     if (status !== 200) throw new Error(`the task's stream answered ${status}`)
   }))
   return delays
