@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
 import { taskClaim, taskProgress, taskSucceed } from '../db/task-leases.ts'
+import { createListener } from '../db/listener.ts'
 import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
-import { prefetchTarget } from '../worker/loop.ts'
+import { createWorker, prefetchTarget } from '../worker/loop.ts'
 import { AttemptAbort, runTask, TaskAbort, type RunEnd } from '../worker/run.ts'
 import { testDb } from './support/database.ts'
 import { newTask, newTenant, quietLog, startWorker, uniqueName, until } from './support/fixtures.ts'
@@ -144,6 +145,25 @@ describe('the worker', () => {
     expect(killed!.n).toBe(1)
     const task = await insert(tenant.id, { queue })
     expect(await runEnd(task.id)).toBe('succeeded')
+  })
+
+  test('starts on the tasks already queued while its LISTEN connection is still being made', async () => {
+    const tenant = await newTenant()
+    const queue = uniqueName('q')
+    const task = await insert(tenant.id, { queue })
+    // Nothing listens on port 1: the LISTEN connection keeps failing, and start() keeps waiting for it.
+    const listener = createListener({ url: 'postgres://taskcast@127.0.0.1:1/none', applicationName: 'taskcast-test-worker', log: quietLog })
+    const worker = createWorker({
+      sql: testDb().sql, listener, log: quietLog, workerId: uniqueName('worker'), queues: [queue], concurrency: 4, pollMs: 600_000, leaseSeconds: 30,
+    })
+    const ended = new Promise<RunEnd>((resolve) => worker.onRunEnd((run, end) => run.id === task.id && resolve(end)))
+    const starting = worker.start()
+    stops.push(async () => {
+      await worker.stop(0)
+      await starting
+    })
+    expect(await ended).toBe('succeeded')
+    expect(listener.connected).toBe(false)
   })
 
   test('finds a delayed task by polling once its runAt has come', async () => {

@@ -405,7 +405,11 @@ export function createWorker(options: WorkerOptions): Worker {
 
   return {
     async start() {
+      // Tasks queued already need no LISTEN: the first claim goes out while it connects, and the
+      // look for work after it has connected finds those announced in between.
+      void fill()
       await listener.start()
+      if (stopping) return // stopped while the LISTEN was still connecting
       leases.start()
       lookForHandedOff.start()
       heartbeat.start()
