@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from 'bun:test'
+import { createListener } from '../db/listener.ts'
 import { taskEventsAfter, type TaskEventRow } from '../db/task-events.ts'
 import { taskClaim, taskProgress, taskSucceed } from '../db/task-leases.ts'
-import { createListener } from '../db/listener.ts'
 import { taskCancel, taskGet, taskInsert, type NewTask } from '../db/tasks.ts'
 import { createWorker, prefetchTarget } from '../worker/loop.ts'
 import { AttemptAbort, runTask, TaskAbort, type RunEnd } from '../worker/run.ts'

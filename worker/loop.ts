@@ -50,6 +50,10 @@ export interface WorkerOptions {
 }
 
 export interface Worker {
+  /**
+   * Claims at once, then connects the LISTEN (retrying until it can) and starts the leases, the
+   * poll and the registry's heartbeat; resolves once it listens, or once stopped before that.
+   */
   start(): Promise<void>
   /**
    * Stops claiming and waits up to `graceMs` for running tasks; then aborts their signals and
