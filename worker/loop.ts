@@ -51,8 +51,8 @@ export interface WorkerOptions {
 
 export interface Worker {
   /**
-   * Claims at once, then connects the LISTEN (retrying until it can) and starts the leases, the
-   * poll and the registry's heartbeat; resolves once it listens, or once stopped before that.
+   * Claims at once, then connects the LISTEN (retrying until it can) and starts its timers (lease
+   * renewals, the poll, the heartbeat, rescues); resolves once it listens, or once stopped before.
    */
   start(): Promise<void>
   /**
