@@ -14,6 +14,7 @@ import { startEmbeddedPostgres } from '../db/embedded-postgres.ts'
 import { migrate } from '../db/migrate.ts'
 import { taskClaim, taskProgress, type Lease } from '../db/task-leases.ts'
 import { taskInsert, type NewTask } from '../db/tasks.ts'
+import { describeMachine, measureMachine, type Machine } from './machine.ts'
 import { preciseNow, quantile, root, rssMiB, runClient, spawnBun, startApi, startWorker } from './services.ts'
 
 const flags = new Set(process.argv.slice(2))
@@ -365,6 +366,8 @@ const plan: Array<[string, () => Promise<void>]> = [
   }],
 ]
 
+// The machine's pace, before and after: it varies from day to day, and within a run.
+const machine: { start: Machine; end?: Machine } = { start: await measureMachine(url) }
 try {
   installBenchDependencies()
   for (const [name, run] of plan) {
@@ -372,6 +375,7 @@ try {
     process.stderr.write(`bench: ${name}…\n`)
     await run()
   }
+  machine.end = await measureMachine(url)
 } finally {
   await sql.end({ timeout: 5 })
   await server.stop()
@@ -413,5 +417,7 @@ for (const name of peerNames) {
   if (config) console.log(`- ${name}: ${config}`)
   for (const row of rows) if (row.peers?.[name]?.error) console.log(`- ${name}, ${row.workload}: ${row.peers[name].error}`)
 }
-writeFileSync(join(root, 'bench/results.json'), JSON.stringify({ quick, at: new Date().toISOString(), rows }, null, 2))
+console.log(`- the machine before the workloads: ${describeMachine(machine.start)}`)
+if (machine.end) console.log(`- the machine after them: ${describeMachine(machine.end)}`)
+writeFileSync(join(root, 'bench/results.json'), JSON.stringify({ quick, at: new Date().toISOString(), machine, rows }, null, 2))
 console.log('written to bench/results.json')
