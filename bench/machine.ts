@@ -1,14 +1,16 @@
 /**
- * How quick this machine is today at the three things every figure of the bench leans on, and
- * which vary from day to day on the same machine kind: touching fresh memory (a page fault),
- * putting a write on disk (fdatasync, which every durable commit waits for) and opening a
- * PostgreSQL connection (a backend process forked and started). On a slow day a 4 KiB page fault
- * took ~12 µs: draining 30,000 tasks, a new worker took ~17,000 faults and its PostgreSQL backends
- * ~19,000 (each backend faults in the shared pages it touches for the first time), 6–7 % of either
- * side's CPU, and the worker ~5,000 more before its first claim. Printed beside the table, these
- * tell a slow day from a slow change.
+ * How quick this machine is today at what every figure of the bench leans on, which varies from
+ * day to day on the same machine kind: touching fresh memory (a page fault), putting a write on
+ * disk (fdatasync, which every durable commit waits for) and opening a PostgreSQL connection (a
+ * backend process forked and started); and whether the kernel keeps huge pages, which PostgreSQL
+ * then takes for its shared memory. On a slow day a 4 KiB page fault took ~12 µs: draining 30,000
+ * tasks, a new worker took ~17,000 faults and its PostgreSQL backends ~20,000 (each backend faults
+ * in every shared page it first touches), 6–7 % of either side's CPU. With 100 huge pages kept,
+ * the backends took ~5,000, PostgreSQL's CPU a task went 100–104 → 79–90 µs and the drain
+ * 10,100–10,700 → 10,900–11,900 tasks/s. Printed beside the table, these tell a slow day from a
+ * slow change.
  */
-import { closeSync, fdatasyncSync, openSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
@@ -21,6 +23,8 @@ export interface Machine {
   fdatasyncUs: number
   /** A new connection to PostgreSQL and its first `select 1`, ms (median of 10). */
   connectMs: number
+  /** Huge pages the kernel keeps (HugePages_Total), which PostgreSQL takes for its shared memory when they suffice. */
+  hugePages: number
 }
 
 function pageFaultUs(): number {
@@ -70,9 +74,11 @@ async function connectMs(url: string): Promise<number> {
   return quantile(times, 0.5)!
 }
 
+const hugePages = () => Number(/^HugePages_Total:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0)
+
 export async function measureMachine(databaseUrl: string): Promise<Machine> {
-  return { pageFaultUs: pageFaultUs(), fdatasyncUs: fdatasyncUs(), connectMs: await connectMs(databaseUrl) }
+  return { pageFaultUs: pageFaultUs(), fdatasyncUs: fdatasyncUs(), connectMs: await connectMs(databaseUrl), hugePages: hugePages() }
 }
 
 export const describeMachine = (m: Machine) =>
-  `a 4 KiB page fault ${m.pageFaultUs.toFixed(1)} µs, an 8 KiB write and fdatasync ${Math.round(m.fdatasyncUs)} µs, a new PostgreSQL connection ${m.connectMs.toFixed(1)} ms`
+  `a 4 KiB page fault ${m.pageFaultUs.toFixed(1)} µs, an 8 KiB write and fdatasync ${Math.round(m.fdatasyncUs)} µs, a new PostgreSQL connection ${m.connectMs.toFixed(1)} ms, ${m.hugePages} huge pages kept`
