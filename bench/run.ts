@@ -367,8 +367,9 @@ const plan: Array<[string, () => Promise<void>]> = [
 ]
 
 // The machine's pace, before and after: it varies from day to day, and within a run.
-const machine: { start: Machine; end?: Machine } = { start: await measureMachine(url) }
+const machine: { start?: Machine; end?: Machine } = {}
 try {
+  machine.start = await measureMachine(url)
   installBenchDependencies()
   for (const [name, run] of plan) {
     if (!wanted(name)) continue
@@ -417,7 +418,7 @@ for (const name of peerNames) {
   if (config) console.log(`- ${name}: ${config}`)
   for (const row of rows) if (row.peers?.[name]?.error) console.log(`- ${name}, ${row.workload}: ${row.peers[name].error}`)
 }
-console.log(`- the machine before the workloads: ${describeMachine(machine.start)}`)
+if (machine.start) console.log(`- the machine before the workloads: ${describeMachine(machine.start)}`)
 if (machine.end) console.log(`- the machine after them: ${describeMachine(machine.end)}`)
 writeFileSync(join(root, 'bench/results.json'), JSON.stringify({ quick, at: new Date().toISOString(), machine, rows }, null, 2))
 console.log('written to bench/results.json')
