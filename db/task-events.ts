@@ -137,8 +137,8 @@ export async function withEvent<Row extends object>(
   if (notifier) {
     // Whether anyone listens for the events is looked at once, in this transaction (see unheard).
     // The events come back for their notices only when someone does: sent back unheard, to be
-    // dropped, they cost a worker 3–6 µs of CPU a task in a drain (claim and success: 11.6–16.0
-    // µs against 16.1–21.6, medians of three alternated runs of 3,000–18,000 tasks).
+    // dropped, they cost a worker 3–6 µs of CPU a task in a drain (claims and successes of 64:
+    // 11.6–16.0 µs against 16.1–21.6 in alternated runs; bench/README.md).
     const rows = await sql<Array<Row & HeardEvent>>`
       with changed as (${change}), events as (${insertEvents}), listeners as (select ${unheard(sql)} as unheard)${also}
       select ${columns ?? sql`changed.*`}, heard.*, ${wake ? sql`changed.queue` : sql`null`} as woken_queue
