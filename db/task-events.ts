@@ -176,7 +176,7 @@ export async function withEvent<Row extends object>(
 /** NOTIFY payloads must stay under 8000 bytes; an event too big to go whole is only named. */
 const maxWholeNotice = 7000
 
-/** An event of a changed row, when someone listens (see withEvent); else all null. */
+/** A changed row's event when someone listens (see withEvent), else all null; and its queue, with `wake`. */
 interface HeardEvent {
   eventId: string | null
   eventTask: string | null
